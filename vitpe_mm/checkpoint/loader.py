@@ -1,0 +1,147 @@
+"""Loading foreign checkpoints (official releases, timm, DeiT, mmseg, mmdet) into vitpe_mm backbones.
+
+A checkpoint file is read with `torch.load(weights_only=True)` (never pickled code), unwrapped
+(`state_dict` / `model` / `module` nesting, `module.` and `backbone.` prefixes), its format detected
+from the keys (or named), converted by an explicit key map registered per backbone family, and loaded;
+tables made for another grid or window (`pos_embed`, relative-bias tables) are resampled by the
+modules' own load hooks. Missing and unexpected keys are logged; an unrecognised format or shapes that
+cannot be reconciled raise a `CheckpointError` naming the keys.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+logger = logging.getLogger('vitpe_mm')
+
+StateDict = Dict[str, torch.Tensor]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked: unknown format, unknown keys or shapes."""
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """A foreign key layout for one backbone family.
+
+    detect: True when a (unwrapped) state dict is in this format.
+    convert: maps it to the family's own keys; gets the target model for shape-dependent choices.
+    """
+    name: str
+    detect: Callable[[Mapping[str, torch.Tensor]], bool]
+    convert: Callable[[StateDict, nn.Module], StateDict]
+
+
+_FORMATS: Dict[str, List[CheckpointFormat]] = {}
+
+
+def register_format(family: str, name: str, detect: Callable[[Mapping[str, torch.Tensor]], bool],
+                    convert: Callable[[StateDict, nn.Module], StateDict]) -> None:
+    """Registers a checkpoint format for a backbone family ('vit', 'cpvt', 'swin'); order = detection priority."""
+    formats = _FORMATS.setdefault(family, [])
+    if any(f.name == name for f in formats):
+        raise ValueError(f'checkpoint format {name!r} is already registered for {family!r}')
+    formats.append(CheckpointFormat(name, detect, convert))
+
+
+def formats_for(family: str) -> Tuple[str, ...]:
+    return tuple(f.name for f in _FORMATS.get(family, []))
+
+
+def read_checkpoint(path: str) -> object:
+    """Reads a checkpoint file safely (`weights_only=True`); a missing file raises with the path."""
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'checkpoint file not found: {path}. Convert an official/timm checkpoint with '
+            '`python tools/convert_checkpoint.py SRC DST --model ...`, or drop init_cfg to train from scratch.')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the path and what is accepted
+        raise CheckpointError(
+            f'could not read {path} as a tensor-only checkpoint ({type(err).__name__}: {err}). Files holding '
+            'pickled Python objects are refused for safety; re-save the state_dict with torch.save.') from err
+
+
+def unwrap_state_dict(obj: object) -> StateDict:
+    """Returns the flat tensor dict inside common wrappers, without `module.`/`backbone.` prefixes.
+
+    Accepts a state dict or a dict with 'state_dict', 'model', 'model_state' or 'module' holding one.
+    When some keys start with `backbone.` (an mmdet/mmseg detector checkpoint), only those are kept.
+    """
+    seen = 0
+    while isinstance(obj, Mapping) and seen < 4:
+        inner = next((obj[k] for k in ('state_dict', 'model', 'model_state', 'module') if k in obj
+                      and isinstance(obj[k], Mapping)), None)
+        if inner is None:
+            break
+        obj, seen = inner, seen + 1
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f'checkpoint holds a {type(obj).__name__}, expected a dict of tensors')
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise CheckpointError(f'checkpoint holds no tensors (top-level keys: {sorted(obj)[:10]})')
+    if all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    if any(k.startswith('backbone.') for k in state):
+        state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    return state
+
+
+def detect_format(state: Mapping[str, torch.Tensor], family: str) -> str:
+    formats = _FORMATS.get(family)
+    if not formats:
+        raise ValueError(f'no checkpoint formats are registered for backbone family {family!r}')
+    for fmt in formats:
+        if fmt.detect(state):
+            return fmt.name
+    sample = ', '.join(sorted(state)[:8])
+    raise CheckpointError(
+        f'cannot recognise the checkpoint format for a {family} backbone from its keys (first keys: {sample}). '
+        f'Known formats: {", ".join(formats_for(family))}; pass the format explicitly if it is one of them.')
+
+
+def convert_state_dict(state: StateDict, model: nn.Module, family: str, fmt: str = 'auto') -> Tuple[StateDict, str]:
+    """Converts an unwrapped foreign state dict to `model`'s keys. Returns (state dict, format name)."""
+    if fmt == 'auto':
+        fmt = detect_format(state, family)
+    by_name = {f.name: f for f in _FORMATS.get(family, [])}
+    if fmt not in by_name:
+        raise ValueError(f'checkpoint format {fmt!r} is not known for {family}; accepted: '
+                         f'auto, {", ".join(by_name)}')
+    return by_name[fmt].convert(dict(state), model), fmt
+
+
+def load_state_dict_checked(model: nn.Module, state: StateDict, source: str = 'checkpoint') -> Tuple[List[str], List[str]]:
+    """Loads non-strictly, logs missing/unexpected keys, and raises on shapes the hooks could not reconcile."""
+    own = model.state_dict()
+    # The modules' _load_from_state_dict hooks resample pos_embed / bias tables; everything else must match.
+    resizable = ('pos_embed', 'relative_position_bias_table')
+    bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}' for k, v in state.items()
+           if k in own and v.shape != own[k].shape and not k.endswith(resizable)]
+    if bad:
+        raise CheckpointError(f'{source}: shapes cannot be reconciled for {len(bad)} key(s): ' + '; '.join(bad[:10]))
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise CheckpointError(f'{source}: {err}') from err
+    missing = [k for k in result.missing_keys]
+    unexpected = [k for k in result.unexpected_keys]
+    if missing:
+        logger.warning('%s: %d missing key(s) keep their initialisation: %s', source, len(missing), ', '.join(missing))
+    if unexpected:
+        logger.warning('%s: %d unexpected key(s) ignored: %s', source, len(unexpected), ', '.join(unexpected))
+    return missing, unexpected
+
+
+def load_pretrained(model: nn.Module, checkpoint: str, family: str, fmt: str = 'auto') -> Dict[str, object]:
+    """Reads, unwraps, converts and loads `checkpoint` into `model`. Returns a small report."""
+    state = unwrap_state_dict(read_checkpoint(checkpoint))
+    converted, fmt = convert_state_dict(state, model, family, fmt)
+    missing, unexpected = load_state_dict_checked(model, converted, f'{checkpoint} ({fmt} format)')
+    logger.info('loaded %s into %s as %s format (%d tensors)', checkpoint, type(model).__name__, fmt, len(converted))
+    return {'format': fmt, 'missing_keys': missing, 'unexpected_keys': unexpected}

@@ -1,0 +1,73 @@
+"""What every vitpe_mm backbone shares: the OpenMMLab backbone contract around a torch model.
+
+Handles `init_cfg=dict(type='Pretrained', checkpoint=PATH[, format=...])` through vitpe_mm.checkpoint
+(foreign formats detected from keys and converted), `frozen_stages` kept frozen in train(), and the
+names of parameters that should get no weight decay.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+
+from ..checkpoint import load_pretrained
+from ..layers import PE_TYPES, check_choice
+
+
+class PEBackbone(BaseModule):
+    """Base of the registered backbones.
+
+    Subclasses set `family` (checkpoint formats registered under it), build their layers, and
+    implement `_freeze_stages()`; `forward(x)` returns a tuple of B, C, H, W maps for `out_indices`.
+    """
+
+    family: str = ''
+    # Name fragments of parameters that take no weight decay: use with
+    # paramwise_cfg=dict(custom_keys={k: dict(decay_mult=0.) for k in NO_WEIGHT_DECAY_KEYS}).
+    no_weight_decay_keys: Tuple[str, ...] = ('pos_embed', 'cls_token', 'pos_block', 'relative_position_bias_table',
+                                             'norm')
+
+    def __init__(self, pe_type: str, frozen_stages: int = -1, init_cfg: Optional[dict] = None) -> None:
+        check_choice(pe_type, 'pe_type', PE_TYPES)
+        if init_cfg is not None and not isinstance(init_cfg, (dict, list)):
+            raise ValueError(f'init_cfg must be a dict such as dict(type="Pretrained", checkpoint=PATH), got {init_cfg!r}')
+        pretrained = None
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            unknown = set(init_cfg) - {'type', 'checkpoint', 'format', 'prefix', 'map_location'}
+            if unknown or 'checkpoint' not in init_cfg:
+                raise ValueError(f'init_cfg Pretrained takes checkpoint=PATH and optionally format=...; got {init_cfg!r}')
+            pretrained, init_cfg = dict(init_cfg), None
+        super().__init__(init_cfg=init_cfg)
+        self.pe_type = pe_type
+        self.frozen_stages = frozen_stages
+        self._pretrained = pretrained
+
+    def init_weights(self) -> None:
+        if self._pretrained is None:
+            super().init_weights()
+            return
+        report = load_pretrained(self, self._pretrained['checkpoint'], self.family,
+                                 self._pretrained.get('format', 'auto'))
+        print_log(f'{type(self).__name__}: loaded {self._pretrained["checkpoint"]} ({report["format"]} format); '
+                  f'missing {len(report["missing_keys"])}, unexpected {len(report["unexpected_keys"])}',
+                  logger='current')
+        self._is_init = True
+
+    def _freeze_stages(self) -> None:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> 'PEBackbone':
+        super().train(mode)
+        if self.frozen_stages >= 0:
+            self._freeze_stages()
+        return self
+
+    def no_weight_decay_names(self) -> List[str]:
+        """Full names of the parameters that should take no weight decay (PE, cls token, norms, biases tables)."""
+        return [n for n, p in self.named_parameters() if any(k in n for k in self.no_weight_decay_keys)]
+
+    @staticmethod
+    def freeze(module: nn.Module) -> None:
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad = False
