@@ -37,6 +37,7 @@ class CheckpointFormat:
 
 
 _FORMATS: Dict[str, List[CheckpointFormat]] = {}
+NATIVE_FORMAT = 'vitpe_mm'
 
 
 def register_format(family: str, name: str, detect: Callable[[Mapping[str, torch.Tensor]], bool],
@@ -106,18 +107,32 @@ def detect_format(state: Mapping[str, torch.Tensor], family: str) -> str:
 
 
 def convert_state_dict(state: StateDict, model: nn.Module, family: str, fmt: str = 'auto') -> Tuple[StateDict, str]:
-    """Converts an unwrapped foreign state dict to `model`'s keys. Returns (state dict, format name)."""
+    """Converts an unwrapped foreign state dict to `model`'s keys. Returns (state dict, format name).
+
+    The format 'vitpe_mm' (our own keys, as written by tools/convert_checkpoint.py) is recognised when every
+    key of the checkpoint is a key of the model; it loads without conversion.
+    """
+    own_keys = set(model.state_dict())
     if fmt == 'auto':
-        fmt = detect_format(state, family)
+        fmt = NATIVE_FORMAT if set(state) <= own_keys else detect_format(state, family)
+    if fmt == NATIVE_FORMAT:
+        return dict(state), fmt
     by_name = {f.name: f for f in _FORMATS.get(family, [])}
     if fmt not in by_name:
         raise ValueError(f'checkpoint format {fmt!r} is not known for {family}; accepted: '
-                         f'auto, {", ".join(by_name)}')
+                         f'auto, {NATIVE_FORMAT}, {", ".join(by_name)}')
     return by_name[fmt].convert(dict(state), model), fmt
 
 
-def load_state_dict_checked(model: nn.Module, state: StateDict, source: str = 'checkpoint') -> Tuple[List[str], List[str]]:
-    """Loads non-strictly, logs missing/unexpected keys, and raises on shapes the hooks could not reconcile."""
+def load_state_dict_checked(model: nn.Module, state: StateDict, source: str = 'checkpoint',
+                            allow_unexpected: bool = False) -> Tuple[List[str], List[str]]:
+    """Loads non-strictly and logs missing keys (they keep their initialisation, e.g. detection-only norms).
+
+    Raises CheckpointError naming the keys when shapes cannot be reconciled (after the modules' hooks resample
+    `pos_embed` / relative-bias tables), or when keys are left that the model does not have: converters drop the
+    keys they know to be irrelevant (classification heads), so a leftover key means a wrong model or format.
+    `allow_unexpected=True` logs those instead.
+    """
     own = model.state_dict()
     # The modules' _load_from_state_dict hooks resample pos_embed / bias tables; everything else must match.
     resizable = ('pos_embed', 'relative_position_bias_table')
@@ -133,15 +148,21 @@ def load_state_dict_checked(model: nn.Module, state: StateDict, source: str = 'c
     unexpected = [k for k in result.unexpected_keys]
     if missing:
         logger.warning('%s: %d missing key(s) keep their initialisation: %s', source, len(missing), ', '.join(missing))
+    if unexpected and not allow_unexpected:
+        raise CheckpointError(
+            f'{source}: {len(unexpected)} key(s) do not belong to {type(model).__name__}: {", ".join(unexpected[:10])}'
+            f'{" ..." if len(unexpected) > 10 else ""}. Check the model/arch and the checkpoint format, or pass '
+            'allow_unexpected=True (init_cfg) to ignore them.')
     if unexpected:
         logger.warning('%s: %d unexpected key(s) ignored: %s', source, len(unexpected), ', '.join(unexpected))
     return missing, unexpected
 
 
-def load_pretrained(model: nn.Module, checkpoint: str, family: str, fmt: str = 'auto') -> Dict[str, object]:
+def load_pretrained(model: nn.Module, checkpoint: str, family: str, fmt: str = 'auto',
+                    allow_unexpected: bool = False) -> Dict[str, object]:
     """Reads, unwraps, converts and loads `checkpoint` into `model`. Returns a small report."""
     state = unwrap_state_dict(read_checkpoint(checkpoint))
     converted, fmt = convert_state_dict(state, model, family, fmt)
-    missing, unexpected = load_state_dict_checked(model, converted, f'{checkpoint} ({fmt} format)')
+    missing, unexpected = load_state_dict_checked(model, converted, f'{checkpoint} ({fmt} format)', allow_unexpected)
     logger.info('loaded %s into %s as %s format (%d tensors)', checkpoint, type(model).__name__, fmt, len(converted))
     return {'format': fmt, 'missing_keys': missing, 'unexpected_keys': unexpected}

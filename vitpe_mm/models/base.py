@@ -33,9 +33,10 @@ class PEBackbone(BaseModule):
             raise ValueError(f'init_cfg must be a dict such as dict(type="Pretrained", checkpoint=PATH), got {init_cfg!r}')
         pretrained = None
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            unknown = set(init_cfg) - {'type', 'checkpoint', 'format', 'prefix', 'map_location'}
+            unknown = set(init_cfg) - {'type', 'checkpoint', 'format', 'allow_unexpected'}
             if unknown or 'checkpoint' not in init_cfg:
-                raise ValueError(f'init_cfg Pretrained takes checkpoint=PATH and optionally format=...; got {init_cfg!r}')
+                raise ValueError(f'init_cfg Pretrained takes checkpoint=PATH and optionally format=NAME, allow_unexpected=bool; '
+                                 f'got {init_cfg!r}')
             pretrained, init_cfg = dict(init_cfg), None
         super().__init__(init_cfg=init_cfg)
         self.pe_type = pe_type
@@ -47,7 +48,7 @@ class PEBackbone(BaseModule):
             super().init_weights()
             return
         report = load_pretrained(self, self._pretrained['checkpoint'], self.family,
-                                 self._pretrained.get('format', 'auto'))
+                                 self._pretrained.get('format', 'auto'), self._pretrained.get('allow_unexpected', False))
         print_log(f'{type(self).__name__}: loaded {self._pretrained["checkpoint"]} ({report["format"]} format); '
                   f'missing {len(report["missing_keys"])}, unexpected {len(report["unexpected_keys"])}',
                   logger='current')

@@ -1,0 +1,133 @@
+"""Swin Transformer checkpoint formats -> SwinRPB keys ("Swin Transformer", arXiv:2103.14030).
+
+SwinRPB follows the official Microsoft layout (`layers.{i}.blocks.{j}`, `layers.{i}.downsample` at the end
+of stage i, `patch_embed.proj`), so the key maps are short:
+
+- 'vitpe_mm': our own keys (identity).
+- 'timm': timm 1.0 `SwinTransformer` (downsample at the start of stage i+1, `head.fc`, see timm's
+  `checkpoint_filter_fn`).
+- 'official': the Microsoft release (`attn_mask` / `relative_position_index` buffers in the file, `head`),
+  and its detection release (official block keys plus `norm{i}` output norms).
+- 'mmdet': MMDetection's (and MMSegmentation's, same keys) SwinTransformer: `stages`, `attn.w_msa`,
+  `ffn.layers`, `patch_embed.projection`, and patch merging on `nn.Unfold`, whose 4C input channels are
+  ordered (C, kh, kw) instead of the official [x0, x1, x2, x3] blocks: reordered back here (the inverse
+  of mmdet's `swin_converter`). 'mmseg' names the same converter explicitly.
+
+Everywhere: the relative-bias table moves into `attn.relative_position_bias.` (resampled on load by the
+module for another window), an absolute PE `absolute_pos_embed` into `absolute_pos_embed.pos_embed`
+(resampled for another grid), the classifier's final `norm` becomes the last stage's output norm
+`norm{last}` (it normalises exactly that stage's output), and classification heads and derived
+buffers are dropped.
+"""
+import re
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+
+from .loader import StateDict, register_format
+
+FAMILY = 'swin'
+_DROPPED = re.compile(r'(^head\.|\.relative_position_index$|\.attn_mask$)')
+_UNFOLD_TO_OFFICIAL = [0, 2, 1, 3]  # (kh, kw) row-major -> x0 (0,0), x1 (1,0), x2 (0,1), x3 (1,1)
+
+
+def _is_swin_v2(state: Mapping[str, torch.Tensor]) -> bool:
+    return any('logit_scale' in k or 'cpb_mlp' in k for k in state)
+
+
+def _has_blocks(state: Mapping[str, torch.Tensor], prefix: str) -> bool:
+    return any(k.startswith(prefix) and '.blocks.' in k for k in state)
+
+
+def _detect_native(state: Mapping[str, torch.Tensor]) -> bool:
+    return _has_blocks(state, 'layers.') and any(
+        '.attn.relative_position_bias.relative_position_bias_table' in k or '.pos_block.proj.' in k
+        or k == 'absolute_pos_embed.pos_embed' for k in state)
+
+
+def _detect_timm(state: Mapping[str, torch.Tensor]) -> bool:
+    downsample_stages = {int(m.group(1)) for m in (re.match(r'layers\.(\d+)\.downsample\.', k) for k in state) if m}
+    return (_has_blocks(state, 'layers.') and not _is_swin_v2(state) and bool(downsample_stages)
+            and 0 not in downsample_stages)
+
+
+def _detect_official(state: Mapping[str, torch.Tensor]) -> bool:
+    return _has_blocks(state, 'layers.') and not _is_swin_v2(state)
+
+
+def _detect_mmdet(state: Mapping[str, torch.Tensor]) -> bool:
+    return _has_blocks(state, 'stages.') and (
+        any('.attn.w_msa.' in k for k in state) or 'patch_embed.projection.weight' in state)
+
+
+def _convert_native(state: StateDict, model: nn.Module) -> StateDict:
+    return {k: v for k, v in state.items() if not _DROPPED.search(k)}
+
+
+def _convert_official(state: StateDict, model: nn.Module) -> StateDict:
+    own = model.state_dict()
+    final_norm = f'norm{len(model.embed_dims) - 1}'
+    out = {}
+    for k, v in state.items():
+        if _DROPPED.search(k):
+            continue
+        if k.endswith('.attn.relative_position_bias_table'):
+            k = k.replace('.attn.relative_position_bias_table', '.attn.relative_position_bias.relative_position_bias_table')
+        elif k == 'absolute_pos_embed':
+            k = 'absolute_pos_embed.pos_embed'
+        elif k in ('norm.weight', 'norm.bias') and f'{final_norm}.weight' in own:
+            k = k.replace('norm', final_norm, 1)
+        out[k] = v
+    return out
+
+
+def _convert_timm(state: StateDict, model: nn.Module) -> StateDict:
+    # timm merges patches at the start of stage i+1; the official layout (ours) at the end of stage i.
+    moved = {re.sub(r'^layers\.(\d+)\.downsample\.', lambda m: f'layers.{int(m.group(1)) - 1}.downsample.', k): v
+             for k, v in state.items()}
+    return _convert_official(moved, model)
+
+
+def _unfold_to_official(v: torch.Tensor) -> torch.Tensor:
+    """Reorders the last dim of a patch-merging weight from nn.Unfold's (C, kh, kw) to [x0, x1, x2, x3] x C."""
+    lead, four_c = v.shape[:-1], v.shape[-1]
+    v = v.reshape(*lead, four_c // 4, 4).transpose(-1, -2)  # ..., C, 4 -> ..., 4 (kh, kw), C
+    return v[..., _UNFOLD_TO_OFFICIAL, :].reshape(*lead, four_c)
+
+
+_MMDET_RENAMES = (
+    ('.attn.w_msa.relative_position_bias_table', '.attn.relative_position_bias.relative_position_bias_table'),
+    ('.attn.w_msa.', '.attn.'),
+    ('.ffn.layers.0.0.', '.mlp.fc1.'),
+    ('.ffn.layers.1.', '.mlp.fc2.'),
+)
+
+
+def _convert_mmdet(state: StateDict, model: nn.Module) -> StateDict:
+    out = {}
+    for k, v in state.items():
+        if _DROPPED.search(k):
+            continue
+        if k.startswith('patch_embed.projection.'):
+            k = k.replace('patch_embed.projection.', 'patch_embed.proj.', 1)
+        elif k == 'absolute_pos_embed':
+            k = 'absolute_pos_embed.pos_embed'
+        elif k.startswith('stages.'):
+            k = 'layers.' + k[len('stages.'):]
+            for old, new in _MMDET_RENAMES:
+                if old in k:
+                    k = k.replace(old, new)
+                    break
+            if re.search(r'\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$', k):
+                v = _unfold_to_official(v)
+        out[k] = v
+    return out
+
+
+register_format(FAMILY, 'vitpe_mm', _detect_native, _convert_native)
+register_format(FAMILY, 'timm', _detect_timm, _convert_timm)
+register_format(FAMILY, 'official', _detect_official, _convert_official)
+register_format(FAMILY, 'mmdet', _detect_mmdet, _convert_mmdet)
+# MMSegmentation's Swin has the same keys: auto-detection reports 'mmdet'; 'mmseg' can be named explicitly.
+register_format(FAMILY, 'mmseg', lambda state: False, _convert_mmdet)

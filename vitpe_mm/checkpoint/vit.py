@@ -1,0 +1,154 @@
+"""Checkpoint formats of plain ViT / DeiT (arXiv:2010.11929, arXiv:2012.12877) -> `ViTPE` keys.
+
+'timm': timm `VisionTransformer` keys (also the official DeiT releases: the same keys wrapped in `model`,
+unwrapped by the loader). 'mmseg': MMSegmentation `VisionTransformer` keys (`patch_embed.projection`,
+`layers.{i}.ln1`, `attn.attn.in_proj_weight`, `ffn.layers.0.0`, final norm `ln1`).
+
+Both converters map keys explicitly, then fit the prefix tokens and the PE table to the target model:
+classification heads (`head.*`, `head_dist.*`, `fc_norm.*`, `pre_logits.*`) are dropped; a distilled DeiT's
+`dist_token` and its PE row are dropped with a logged note (ViTPE has a single cls token: the patch features
+of the distilled model then no longer see the distillation token); the cls token and its PE row are dropped
+for a model without a cls token; a PE table is dropped (logged) for a model that has none; a missing
+patch-embedding bias (mmseg's default `patch_bias=False`) becomes zeros. A table made for another square grid
+is resampled by the model's `AbsolutePositionEmbedding` load hook. Keys neither mapped nor known to the model
+raise a `CheckpointError` naming them.
+"""
+import logging
+import re
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .loader import CheckpointError, StateDict, register_format
+
+logger = logging.getLogger('vitpe_mm')
+
+HEAD_PREFIXES = ('head.', 'head_dist.', 'fc_norm.', 'pre_logits.')
+
+# (pattern, replacement) applied in order with re.sub, first match wins; keys are anchored.
+TIMM_KEY_MAP: Tuple[Tuple[str, str], ...] = (
+    (r'^pos_embed$', 'pos_embed.pos_embed'),
+)
+MMSEG_KEY_MAP: Tuple[Tuple[str, str], ...] = (
+    (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
+    (r'^layers\.(\d+)\.ln1\.', r'blocks.\1.norm1.'),
+    (r'^layers\.(\d+)\.ln2\.', r'blocks.\1.norm2.'),
+    (r'^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$', r'blocks.\1.attn.qkv.\2'),
+    (r'^layers\.(\d+)\.attn\.attn\.out_proj\.', r'blocks.\1.attn.proj.'),
+    (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.', r'blocks.\1.mlp.fc1.'),
+    (r'^layers\.(\d+)\.ffn\.layers\.1\.', r'blocks.\1.mlp.fc2.'),
+    (r'^ln1\.', 'norm.'),
+    (r'^pos_embed$', 'pos_embed.pos_embed'),
+)
+
+
+def _rename(state: StateDict, key_map: Sequence[Tuple[str, str]]) -> StateDict:
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in key_map:
+            new, count = re.subn(pattern, repl, key)
+            if count:
+                key = new
+                break
+        out[key] = value
+    return out
+
+
+def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> StateDict:
+    """Drops heads, fits prefix tokens / PE rows / patch bias to `model`, and rejects unknown keys.
+
+    Args:
+        state: checkpoint in our key names; `pos_embed.pos_embed` holds `num_prefix_in_pe` leading rows
+            (cls, then dist), the rest is the grid.
+    """
+    own = model.state_dict()
+    notes: List[str] = []
+    heads = [k for k in state if k.startswith(HEAD_PREFIXES)]
+    for key in heads:
+        del state[key]
+    if heads:
+        logger.info('dropped classification head keys: %s', ', '.join(heads))
+
+    table = state.pop('pos_embed.pos_embed', None)
+    has_dist = state.pop('dist_token', None) is not None
+    if has_dist:
+        notes.append('dist_token (distilled DeiT) dropped with its PE row: ViTPE keeps one cls token')
+    cls_token = state.pop('cls_token', None)
+    model_prefix = getattr(model, 'num_prefix_tokens', 0)
+    if cls_token is not None:
+        if 'cls_token' in own:
+            state['cls_token'] = cls_token
+        else:
+            notes.append('cls_token dropped: the model has no cls token (with_cls_token=False)')
+    if table is not None:
+        if 'pos_embed.pos_embed' in own:
+            if table.dim() != 3 or table.shape[1] <= num_prefix_in_pe:
+                raise CheckpointError(f'pos_embed of shape {tuple(table.shape)} is not a (1, N, C) table with '
+                                      f'{num_prefix_in_pe} prefix row(s)')
+            # 1, p_ckpt + h*w, C -> 1, p_model + h*w, C: keep the cls row (or a zero row if absent), drop dist.
+            grid = table[:, num_prefix_in_pe:]
+            if model_prefix:
+                cls_row = table[:, :1] if num_prefix_in_pe else table.new_zeros(1, 1, table.shape[2])
+                grid = torch.cat([cls_row, grid], dim=1)
+            state['pos_embed.pos_embed'] = grid
+        else:
+            notes.append(f'pos_embed dropped: pe_type={getattr(model, "pe_type", "?")!r} has no learned table')
+    if 'patch_embed.proj.bias' in own and 'patch_embed.proj.bias' not in state and 'patch_embed.proj.weight' in state:
+        state['patch_embed.proj.bias'] = torch.zeros_like(own['patch_embed.proj.bias'])
+    if 'norm.weight' in state and 'norm.weight' not in own:
+        state.pop('norm.weight')
+        state.pop('norm.bias', None)
+        notes.append('final norm dropped: the model has final_norm=False')
+    for note in notes:
+        logger.warning('vit checkpoint: %s', note)
+
+    unknown = sorted(k for k in state if k not in own)
+    if unknown:
+        raise CheckpointError(
+            f'{len(unknown)} checkpoint key(s) have no place in {type(model).__name__} '
+            f'(arch/out_type/pe_type mismatch, or a ViT variant it does not implement): {", ".join(unknown[:12])}')
+    return state
+
+
+def _is_timm(state: Mapping[str, torch.Tensor]) -> bool:
+    return 'patch_embed.proj.weight' in state and any(k.startswith('blocks.0.attn.qkv.') for k in state)
+
+
+def _convert_timm(state: StateDict, model: nn.Module) -> StateDict:
+    """timm / official DeiT `VisionTransformer(Distilled)` keys -> ViTPE keys (names are shared but `pos_embed`).
+
+    Our own checkpoints also pass (their `pos_embed.pos_embed` is taken as a table with the model's prefix).
+    """
+    if 'pos_embed.pos_embed' in state:  # a ViTPE checkpoint
+        num_prefix = int('cls_token' in state)
+    else:
+        num_prefix = _timm_pe_prefix(state)
+    return _fit_to_model(_rename(state, TIMM_KEY_MAP), model, num_prefix)
+
+
+def _timm_pe_prefix(state: Mapping[str, torch.Tensor]) -> int:
+    """Prefix rows of a timm pos_embed: cls + dist tokens, or 0 when the table has none (no_embed_class)."""
+    table = state.get('pos_embed')
+    tokens = int('cls_token' in state) + int('dist_token' in state)
+    if table is None or not tokens:
+        return tokens
+    n = table.shape[1]
+    is_square = lambda m: m > 0 and int(round(m ** 0.5)) ** 2 == m  # noqa: E731
+    if not is_square(n - tokens) and is_square(n):
+        return 0  # deit3 / no_embed_class: the table holds grid rows only
+    return tokens
+
+
+def _is_mmseg(state: Mapping[str, torch.Tensor]) -> bool:
+    return 'patch_embed.projection.weight' in state and any(
+        k.startswith('layers.0.attn.attn.in_proj_') for k in state)
+
+
+def _convert_mmseg(state: StateDict, model: nn.Module) -> StateDict:
+    """mmseg `VisionTransformer` keys -> ViTPE keys; mmseg's pos_embed always holds one cls row."""
+    return _fit_to_model(_rename(state, MMSEG_KEY_MAP), model, 1 if 'pos_embed' in state else 0)
+
+
+register_format('vit', 'timm', _is_timm, _convert_timm)
+register_format('vit', 'mmseg', _is_mmseg, _convert_mmseg)
