@@ -385,3 +385,12 @@ def test_registered_in_root_registry():
     model = MODELS.build(dict(type='ViTPE', arch=TINY, out_indices=(-1,)))
     assert isinstance(model, ViTPE) and model.out_indices == (3,)
     assert math.isclose(model.norm.eps, 1e-6)
+
+
+def test_featmap_stops_after_the_last_requested_block():
+    model = ViTPE(TINY, out_indices=(0, 1)).eval()
+    ran = []
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda m, a, o, i=i: ran.append(i))
+    model(torch.randn(1, 3, 32, 32))
+    assert ran == [0, 1]

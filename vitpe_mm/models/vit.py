@@ -195,7 +195,8 @@ class ViTPE(PEBackbone):
         drop_rate: dropout after the PE, after attention projections and in the MLPs.
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, increasing linearly from 0 to this over the blocks.
-        norm_cfg: dict(type='LN', eps=...) for every LayerNorm (timm: eps 1e-6; mmseg: 1e-5).
+        norm_cfg: dict(type='LN'[, eps=...]) for every LayerNorm; None = LN with eps 1e-6 (timm, DeiT);
+            dict(type='LN') has PyTorch's / mmcv's eps 1e-5 (mmseg).
         with_cp: gradient checkpointing per block (same outputs and gradients, less memory).
         frozen_stages: -1 none; 0 freezes the patch embedding, cls token and PE; k > 0 also blocks 0..k-1
             (and the PEG, which follows block 0); num_layers also freezes the final norm.
