@@ -1,0 +1,90 @@
+"""ViTPE inside whole models: an mmdet Mask R-CNN + FPN and an mmseg UperNet built from the toolboxes' own bases."""
+import pytest
+import torch
+
+pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed by mmdet/mmseg models')
+
+from mmengine.config import Config  # noqa: E402
+
+# Windowed blocks with one global block and the simple feature pyramid (ViTDet), tiny widths.
+BACKBONE = dict(type='ViTPE', arch=dict(embed_dims=32, num_layers=2, num_heads=2), img_size=64,
+                with_cls_token=False, window_size=4, global_attn_indexes=(1,), out_type='sfp')
+SFP_CHANNELS = [8, 16, 32, 32]
+
+
+def _config(tmp_path, text: str) -> Config:
+    path = tmp_path / 'cfg.py'
+    path.write_text(text)
+    return Config.fromfile(str(path))
+
+
+@pytest.mark.parametrize('pe_type', ['abs', 'rel_bias'])
+def test_mask_rcnn_fpn_with_vitpe(tmp_path, pe_type):
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    backbone = dict(BACKBONE, pe_type=pe_type)
+    cfg = _config(tmp_path, f"""
+_base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py']
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+model = dict(backbone=dict(_delete_=True, **{backbone!r}), neck=dict(in_channels={SFP_CHANNELS!r}))
+""")
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert tuple(model.backbone.out_channels) == tuple(SFP_CHANNELS)
+    torch.manual_seed(0)
+    packed = demo_mm_inputs(batch_size=1, image_shapes=[(3, 100, 134)], num_items=[2], num_classes=80,
+                            with_mask=True)
+    data = model.data_preprocessor(packed, training=True)
+    feats = model.extract_feat(data['inputs'])
+    h, w = data['inputs'].shape[-2:]
+    assert [f.shape[-2:] for f in feats][:4] == [(-(-h // s), -(-w // s)) for s in (4, 8, 16, 32)]
+    losses = model(**data, mode='loss')
+    total = sum(v.sum() for k, v in losses.items() if 'loss' in k and isinstance(v, torch.Tensor)) + \
+        sum(sum(x.sum() for x in v) for k, v in losses.items() if 'loss' in k and isinstance(v, list))
+    assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.backbone.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_upernet_with_vitpe(tmp_path):
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    from mmseg.utils import register_all_modules
+    register_all_modules()
+    cfg = _config(tmp_path, f"""
+_base_ = ['mmseg::_base_/models/upernet_r50.py']
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    pretrained=None,
+    backbone=dict(_delete_=True, **{BACKBONE!r}),
+    decode_head=dict(in_channels={SFP_CHANNELS!r}, channels=16, num_classes=5, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels={SFP_CHANNELS[2]}, channels=16, num_classes=5, norm_cfg=norm_cfg))
+""")
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.manual_seed(0)
+    h, w = 90, 122  # not a multiple of the patch size
+    samples = []
+    for _ in range(2):
+        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, h, w)))
+        samples.append(sample)
+    packed = dict(inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for _ in range(2)],
+                  data_samples=samples)
+    data = model.data_preprocessor(packed, training=True)
+    losses = model(**data, mode='loss')
+    assert {'decode.loss_ce', 'aux.loss_ce'} <= set(losses)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.backbone.fpn1[0].weight.grad is not None
+
+    model.eval()
+    with torch.no_grad():
+        preds = model(**model.data_preprocessor(packed, training=False), mode='predict')
+    assert preds[0].pred_sem_seg.data.shape == (1, h, w)
