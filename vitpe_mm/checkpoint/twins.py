@@ -5,7 +5,10 @@
     and vitpe_mm's own state dicts. Our names are timm's, so the map is the identity except the
     classifier `head.*` (dropped) and, for a model built with other options, the PEG and final norm
     slots (`pos_block.{i}` -> `pos_block.{i}.0` for peg_position='every_block'; `norm` <->
-    `norm_list.{last}` by the model's norm_after_stage).
+    `norm_list.{last}` by the model's norm_after_stage; the final `norm` is dropped with the head for
+    norm_after_stage=False). Other keys the model has no slot for (a PEG into pe_type='none', stage
+    norms into a model without them) are left to the loader, which refuses them unless
+    allow_unexpected=True.
 'mmseg': mmseg's `PCPVT` (and `tools/model_converters/twins2mmseg.py` output): `patch_embeds.{i}.projection`,
     `layers.{i}.{j}.attn.attn.in_proj_*` (q, k, v stacked: our `q` is the first C rows, `kv` the rest),
     `attn.attn.out_proj`, `ffn.layers.0.0` / `ffn.layers.1`, `position_encodings.{i}.proj`, `norm_list.{i}`.
@@ -77,6 +80,10 @@ def _fit_to_model(state: StateDict, model: nn.Module) -> StateDict:
         state = {(last + k[len('norm.'):] if k.startswith('norm.') else k): v for k, v in state.items()}
     elif norm_after_stage == 'last' and 'norm.weight' not in state and last + 'weight' in state:
         state = {('norm.' + k[len(last):] if k.startswith(last) else k): v for k, v in state.items()}
+    elif norm_after_stage is False:
+        # The ImageNet final norm feeds the classifier; a model without stage norms (mmseg's PCPVT
+        # configs) has no use for it, like the head.
+        state = {k: v for k, v in state.items() if not k.startswith('norm.')}
     return state
 
 

@@ -284,7 +284,8 @@ class CPVTv2(PEBackbone):
         else:
             self.pos_embeds = None
 
-        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        total = sum(self.depths)
+        rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]  # linear, as torch.linspace
         self.blocks = nn.ModuleList()
         cur = 0
         for i in range(num_stages):
