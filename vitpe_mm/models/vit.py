@@ -143,7 +143,8 @@ class ViTPE(PEBackbone):
     Outputs (`out_type`):
         'featmap' (default, mmseg `VisionTransformer`-like): for each block index in `out_indices` (default: the
             last block) the patch tokens of that block as a B, C, ceil(H/16), ceil(W/16) map, the cls token
-            dropped. `final_norm` normalises the last block's tokens (as mmseg), so with the defaults the output
+            dropped; blocks after the last index are not run (nor trained: DDP needs find_unused_parameters).
+            `final_norm` normalises the last block's tokens (as mmseg), so with the defaults the output
             is timm's `forward_features` without the cls token. out_channels = (C,) * len(out_indices).
         'sfp' (ViTDet simple feature pyramid, for Mask R-CNN + FPN / UperNet): from the last block's map (after
             `final_norm`) at stride 16, `out_indices` picks among four levels (default all): 0 = stride 4
@@ -416,7 +417,9 @@ class ViTPE(PEBackbone):
         x = self.pos_drop(x)
 
         outs = []
-        for i, block in enumerate(self.blocks):
+        # 'featmap' stops after the last block it returns (later blocks would be computed for nothing)
+        depth = self.out_indices[-1] + 1 if self.out_type == 'featmap' else self.num_layers
+        for i, block in enumerate(self.blocks[:depth]):
             if self.with_cp and x.requires_grad:
                 x = cp.checkpoint(block, x, hw_shape, use_reentrant=False)
             else:
