@@ -1,0 +1,52 @@
+# Mask R-CNN + FPN with a CPVT-v2-S (Twins-PCPVT-S) backbone on COCO 2017, 1x schedule (12 epochs).
+# "Conditional Positional Encodings for Vision Transformers" (arXiv:2102.10882), detection setting of
+# "Twins" (arXiv:2104.13840): AdamW, lr 2e-4, weight decay 1e-4, drop path 0.2, batch 2 per GPU x 8 GPUs = 16.
+#
+#   python tools/train.py configs/cpvt_maskrcnn.py                  # COCO 2017 under data/coco/
+#   bash tools/dist_train.sh configs/cpvt_maskrcnn.py 8             # the published setting (8 GPUs x 2 images)
+#
+# The backbone starts from ImageNet weights in checkpoints/cpvtv2_s.pth, made from the official Twins / timm
+# checkpoint with `python tools/convert_checkpoint.py SRC checkpoints/cpvtv2_s.pth --model CPVTv2 --arch small`;
+# train from scratch with `--cfg-options model.backbone.init_cfg=None`.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+
+data_root = 'data/coco/'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='CPVTv2',
+        arch='small',
+        pe_type='peg',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.2,
+        norm_after_stage=False,  # no norm on the returned maps, as Twins' detection code and mmseg's PCPVT
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cpvtv2_s.pth')),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+
+train_dataloader = dict(batch_size=2, num_workers=2, dataset=dict(data_root=data_root))  # 2 images per GPU, 8 GPUs
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+# AdamW as in Twins' detection setting; no weight decay on the positional encodings (PEG `pos_block`, and the
+# `pos_embed` / `relative_position_bias_table` of the other pe_type choices) nor on LayerNorms.
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(_delete_=True, type='AdamW', lr=0.0002, betas=(0.9, 0.999), weight_decay=0.0001),
+    paramwise_cfg=dict(custom_keys={
+        'pos_block': dict(decay_mult=0.),
+        'pos_embed': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.),
+    }))
+
+# lr is set for 16 images per iteration (8 GPUs x 2); enable=True (mmdet: --auto-scale-lr) rescales it linearly
+# for another total batch size.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

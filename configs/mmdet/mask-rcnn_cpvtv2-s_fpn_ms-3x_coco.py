@@ -1,0 +1,22 @@
+# Mask R-CNN + FPN + CPVT-v2-S on COCO 2017, 3x schedule (36 epochs) with multi-scale training: the shorter side
+# drawn from 480..800 (longer side <= 1333), as in Twins' / Swin's 3x detection setting; otherwise the 1x config.
+_base_ = ['../cpvt_maskrcnn.py']
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomChoiceResize',
+         scales=[(1333, 480), (1333, 512), (1333, 544), (1333, 576), (1333, 608), (1333, 640), (1333, 672),
+                 (1333, 704), (1333, 736), (1333, 768), (1333, 800)],
+         keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+
+max_epochs = 36
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33], gamma=0.1),
+]

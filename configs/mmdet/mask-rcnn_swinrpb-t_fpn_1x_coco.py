@@ -1,0 +1,48 @@
+# Mask R-CNN + FPN with a Swin-T backbone (relative position bias, pe_type='rel_bias') on COCO 2017, 1x schedule.
+# "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows" (arXiv:2103.14030); the setting of
+# MMDetection's mask-rcnn_swin-t-p4-w7_fpn_1x_coco: AdamW, lr 1e-4, weight decay 0.05, drop path 0.2,
+# batch 2 per GPU x 8 GPUs = 16.
+# Backbone weights: checkpoints/swinrpb_t.pth (tools/convert_checkpoint.py SRC DST --model SwinRPB --arch tiny),
+# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+
+data_root = 'data/coco/'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='SwinRPB',
+        arch='tiny',
+        window_size=7,
+        pe_type='rel_bias',
+        clamp_window=False,  # windows padded on small maps, as the official Swin detection code and mmdet
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/swinrpb_t.pth')),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+
+train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))  # 2 images per GPU, 8 GPUs
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
+    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={
+        'pos_embed': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'pos_block': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.),
+    }))
+auto_scale_lr = dict(enable=False, base_batch_size=16)

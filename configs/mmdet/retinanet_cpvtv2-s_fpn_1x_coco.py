@@ -1,0 +1,42 @@
+# RetinaNet + FPN with a CPVT-v2-S (Twins-PCPVT-S) backbone on COCO 2017, 1x schedule.
+# "Conditional Positional Encodings for Vision Transformers" (arXiv:2102.10882); Twins' RetinaNet setting
+# (arXiv:2104.13840, as PVT): AdamW, lr 1e-4, weight decay 1e-4, batch 2 per GPU x 8 GPUs = 16.
+# Backbone weights: checkpoints/cpvtv2_s.pth (tools/convert_checkpoint.py SRC DST --model CPVTv2 --arch small),
+# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+
+data_root = 'data/coco/'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='CPVTv2',
+        arch='small',
+        pe_type='peg',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.2,
+        norm_after_stage=False,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cpvtv2_s.pth')),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+
+train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))  # 2 images per GPU, 8 GPUs
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
+    paramwise_cfg=dict(custom_keys={
+        'pos_block': dict(decay_mult=0.),
+        'pos_embed': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.),
+    }))
+auto_scale_lr = dict(enable=False, base_batch_size=16)

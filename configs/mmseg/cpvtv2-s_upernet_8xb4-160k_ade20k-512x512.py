@@ -1,0 +1,52 @@
+# UperNet with a CPVT-v2-S (Twins-PCPVT-S) backbone on ADE20K, 160k iterations, 512x512 crops.
+# "Conditional Positional Encodings for Vision Transformers" (arXiv:2102.10882); the Twins / Swin UperNet setting
+# (MMSegmentation's twins_pcpvt-s_uperhead_8xb4-160k_ade20k-512x512): AdamW, lr 6e-5, weight decay 0.01, linear
+# warm-up over 1500 iterations then linear decay, batch 4 per GPU x 8 GPUs = 32.
+# Backbone weights: checkpoints/cpvtv2_s.pth (tools/convert_checkpoint.py SRC DST --model CPVTv2 --arch small),
+# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# Heads use SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` for distributed CPU runs.
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+
+data_root = 'data/ade/ADEChallengeData2016'
+crop_size = (512, 512)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='CPVTv2',
+        arch='small',
+        pe_type='peg',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.2,
+        norm_after_stage=False,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cpvtv2_s.pth')),
+    decode_head=dict(in_channels=[64, 128, 320, 512], num_classes=150, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=320, num_classes=150, norm_cfg=norm_cfg))
+
+train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root))  # 4 images per GPU, 8 GPUs
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(custom_keys={
+        'pos_block': dict(decay_mult=0.),
+        'pos_embed': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.),
+    }))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
+]

@@ -1,0 +1,50 @@
+# Semantic FPN with a Swin-T backbone (relative position bias, pe_type='rel_bias') on ADE20K, 80k iterations,
+# 512x512 crops. "Swin Transformer" (arXiv:2103.14030), trained with the same Semantic FPN recipe as the CPVT-v2-S
+# config (AdamW, lr 1e-4, weight decay 1e-4, poly, batch 4 per GPU x 8 GPUs = 32) so that the two compare.
+# Backbone weights: checkpoints/swinrpb_t.pth (tools/convert_checkpoint.py SRC DST --model SwinRPB --arch tiny),
+# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# The decode head uses SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` for distributed
+# CPU runs.
+_base_ = [
+    'mmseg::_base_/models/fpn_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py',
+]
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+
+data_root = 'data/ade/ADEChallengeData2016'
+crop_size = (512, 512)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='SwinRPB',
+        arch='tiny',
+        window_size=7,
+        pe_type='rel_bias',
+        clamp_window=False,  # padded windows, as mmseg's Swin and the official segmentation code
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/swinrpb_t.pth')),
+    neck=dict(in_channels=[96, 192, 384, 768], out_channels=256, num_outs=4),
+    decode_head=dict(num_classes=150, norm_cfg=norm_cfg))
+
+train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root))  # 4 images per GPU, 8 GPUs
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.0001),
+    paramwise_cfg=dict(custom_keys={
+        'pos_embed': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'pos_block': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.),
+    }),
+    clip_grad=None)

@@ -1,0 +1,53 @@
+# Semantic FPN with a plain DeiT-S backbone (learned absolute PE resampled to the input grid) on ADE20K, 80k
+# iterations, 512x512 crops. The stride-16 map is turned into strides 4/8/16/32 by ViTDet's simple feature pyramid
+# (out_type='sfp', 96/192/384/384 channels; "Exploring Plain Vision Transformer Backbones for Object Detection",
+# arXiv:2203.16527). DeiT: arXiv:2012.12877. Same Semantic FPN recipe as the CPVT-v2-S config (AdamW, lr 1e-4,
+# weight decay 1e-4, poly, batch 4 per GPU x 8 GPUs = 32).
+# Backbone weights: checkpoints/vitpe_deit_s.pth (tools/convert_checkpoint.py SRC DST --model ViTPE --arch deit-s),
+# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# The decode head uses SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` for distributed
+# CPU runs.
+_base_ = [
+    'mmseg::_base_/models/fpn_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py',
+]
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+
+data_root = 'data/ade/ADEChallengeData2016'
+crop_size = (512, 512)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='ViTPE',
+        arch='deit-s',
+        img_size=224,
+        pe_type='abs',
+        out_type='sfp',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vitpe_deit_s.pth')),
+    neck=dict(in_channels=[96, 192, 384, 384], out_channels=256, num_outs=4),
+    decode_head=dict(num_classes=150, norm_cfg=norm_cfg))
+
+train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root))  # 4 images per GPU, 8 GPUs
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.0001),
+    paramwise_cfg=dict(custom_keys={
+        'pos_embed': dict(decay_mult=0.),
+        'cls_token': dict(decay_mult=0.),
+        'pos_block': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.),
+    }),
+    clip_grad=None)

@@ -1,0 +1,55 @@
+# UperNet with a plain DeiT-S backbone (learned absolute PE resampled to the input grid) on ADE20K, 160k iterations,
+# 512x512 crops. The stride-16 map feeds UperNet through ViTDet's simple feature pyramid (out_type='sfp', strides
+# 4/8/16/32, 96/192/384/384 channels; arXiv:2203.16527) instead of mmseg's MultiLevelNeck. DeiT: arXiv:2012.12877.
+# The setting of MMSegmentation's vit_deit-s16_upernet_8xb2-160k_ade20k-512x512: AdamW, lr 6e-5, weight decay 0.01,
+# drop path 0.1, 1500 warm-up iterations then linear decay, batch 2 per GPU x 8 GPUs = 16.
+# Backbone weights: checkpoints/vitpe_deit_s.pth (tools/convert_checkpoint.py SRC DST --model ViTPE --arch deit-s),
+# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# Heads use SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` for distributed CPU runs.
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
+
+data_root = 'data/ade/ADEChallengeData2016'
+crop_size = (512, 512)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='ViTPE',
+        arch='deit-s',
+        img_size=224,
+        pe_type='abs',
+        out_type='sfp',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vitpe_deit_s.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 384], num_classes=150, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=384, num_classes=150, norm_cfg=norm_cfg))
+
+train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))  # 2 images per GPU, 8 GPUs
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(custom_keys={
+        'pos_embed': dict(decay_mult=0.),
+        'cls_token': dict(decay_mult=0.),
+        'pos_block': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.),
+    }))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
+]
