@@ -488,10 +488,15 @@ def _build_tree(tree: Path, params: dict, writer: Callable, validator: Callable,
     """Makes `tree` with `writer` unless a complete one with the same `params` is there already."""
     marker = _read_marker(tree)
     if marker == params and not force:
-        validator(tree, params['num_train'], params['num_val'])
-        if progress:
-            progress(f'{tree}: complete ({params["num_train"]} train / {params["num_val"]} val), skipped')
-        return tree
+        try:
+            validator(tree, params['num_train'], params['num_val'])
+        except (OSError, ValueError) as err:
+            if progress:
+                progress(f'{tree}: damaged ({err}), regenerating')
+        else:
+            if progress:
+                progress(f'{tree}: complete ({params["num_train"]} train / {params["num_val"]} val), skipped')
+            return tree
     if tree.exists() and any(tree.iterdir()) and marker is None and not force:
         raise FileExistsError(f'{tree} exists and was not made by make_mini_datasets (no {MARKER_NAME}); '
                               f'refusing to overwrite it. Pick another --out or pass --force.')
