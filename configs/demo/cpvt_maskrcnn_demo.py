@@ -12,7 +12,7 @@ fpn_channels = 64
 
 model = dict(
     backbone=dict(
-        arch=dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), mlp_ratios=(4, 4, 4, 4),
+        arch=dict(_delete_=True, embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), mlp_ratios=(4, 4, 4, 4),
                   depths=(1, 1, 2, 1)),
         drop_path_rate=0.0,
         init_cfg=None),
