@@ -61,6 +61,7 @@ custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     pretrained=None,
+    data_preprocessor=dict(size=(90, 122)),
     backbone=dict(_delete_=True, **{BACKBONE!r}),
     decode_head=dict(in_channels={SFP_CHANNELS!r}, channels=16, num_classes=5, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels={SFP_CHANNELS[2]}, channels=16, num_classes=5, norm_cfg=norm_cfg))

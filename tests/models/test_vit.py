@@ -63,7 +63,8 @@ def _mmseg_vit(**kwargs):
     ref = VisionTransformer(**kwargs)
     ref.init_weights()
     _randomise(ref)
-    return ref.eval()
+    ref.eval()  # mmseg's train() returns None
+    return ref
 
 
 def _ours_from(ref: torch.nn.Module, tmp_path, name: str = 'mmseg.pth', **kwargs) -> ViTPE:
@@ -101,7 +102,7 @@ def test_mmseg_skips_resampling_when_token_count_matches(tmp_path):
     kwargs = dict(img_size=512, patch_size=16, embed_dims=16, num_layers=1, num_heads=2)
     ref = _mmseg_vit(**kwargs)
     arch = dict(embed_dims=16, num_layers=1, num_heads=2)
-    common = dict(arch=arch, norm_cfg=dict(type='LN'), antialias=False)
+    common = dict(arch=arch, norm_cfg=dict(type='LN'), antialias=False, final_norm=False)
     ours = _ours_from(ref, tmp_path, img_size=512, **common)
     # The same weights, with the 1025-row table taken verbatim as a 16x64 table (what mmseg computes) ...
     verbatim = _ours_from(ref, tmp_path, img_size=(256, 1024), **common)
@@ -118,6 +119,8 @@ def test_mmseg_skips_resampling_when_token_count_matches(tmp_path):
         ours_out, = ours(x)
         wrong, = verbatim(x)
         right, = resampled(x)
+    print(f'mmseg 16x64 grid vs 32x32 table: mmseg vs unresampled {(mmseg_out - wrong).abs().max():.3g}, '
+          f'ours vs resampled {(ours_out - right).abs().max():.3g}, ours vs mmseg {(ours_out - mmseg_out).abs().max():.3g}')
     torch.testing.assert_close(mmseg_out, wrong, atol=1e-5, rtol=0)
     torch.testing.assert_close(ours_out, right, atol=1e-5, rtol=0)
     assert (ours_out - mmseg_out).abs().max() > 1e-2
