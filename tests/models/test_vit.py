@@ -376,6 +376,8 @@ def test_presets_and_no_weight_decay():
     (dict(arch=dict(embed_dims=18, num_layers=1, num_heads=2), pe_type='sincos'), 'divisible by 4'),
     (dict(arch=dict(embed_dims=18, num_layers=1, num_heads=2), out_type='sfp'), 'divisible by 4'),
     (dict(init_cfg=dict(type='Pretrained')), 'checkpoint=PATH'),
+    (dict(patch_size=(16, 8)), 'patch_size'),
+    (dict(img_size=0), 'img_size'),
 ])
 def test_bad_arguments(kwargs, match):
     kwargs.setdefault('arch', TINY)

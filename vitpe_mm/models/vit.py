@@ -255,6 +255,8 @@ class ViTPE(PEBackbone):
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
         norm_eps = self._parse_norm_cfg(norm_cfg)
 
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
+            raise ValueError(f'patch_size must be a positive int (square patches), got {patch_size!r}')
         self.img_size = to_2tuple(img_size, 'img_size')
         self.patch_size = patch_size
         self.grid_size = (-(-self.img_size[0] // patch_size), -(-self.img_size[1] // patch_size))
