@@ -7,6 +7,7 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from vitpe_mm.checkpoint import CheckpointError, convert_state_dict, detect_format
+from vitpe_mm.layers import resample_abs_pos_embed
 from vitpe_mm.models.vit import ViTPE
 
 ARCH = dict(embed_dims=32, num_layers=2, num_heads=2)
@@ -206,3 +207,14 @@ def test_unsupported_variant_keys_are_an_error(tmp_path):
         deep = _timm(img_size=64, depth=3)
         torch.save(deep.state_dict(), tmp_path / 'deep.pth')
         _load(tmp_path / 'deep.pth', img_size=64)
+
+
+def test_converted_deit_checkpoint_loads_into_a_vitdet_model(tmp_path):
+    """tools/convert_checkpoint.py writes a default ViTPE (cls token); windowed models drop it on load."""
+    src = ViTPE(ARCH, img_size=64)
+    torch.save(src.state_dict(), tmp_path / 'vitpe.pth')
+    ours = _load(tmp_path / 'vitpe.pth', img_size=96, with_cls_token=False, window_size=2, global_attn_indexes=(1,),
+                 out_type='sfp')
+    expected = resample_abs_pos_embed(src.pos_embed.pos_embed[:, 1:], (6, 6), (4, 4), 0)
+    torch.testing.assert_close(ours.pos_embed.pos_embed, expected)
+    assert torch.equal(ours.blocks[0].attn.proj.weight, src.blocks[0].attn.proj.weight)
