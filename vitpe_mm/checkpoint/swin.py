@@ -3,7 +3,6 @@
 SwinRPB follows the official Microsoft layout (`layers.{i}.blocks.{j}`, `layers.{i}.downsample` at the end
 of stage i, `patch_embed.proj`), so the key maps are short:
 
-- 'vitpe_mm': our own keys (identity).
 - 'timm': timm 1.0 `SwinTransformer` (downsample at the start of stage i+1, `head.fc`, see timm's
   `checkpoint_filter_fn`).
 - 'official': the Microsoft release (`attn_mask` / `relative_position_index` buffers in the file, `head`),
@@ -13,14 +12,17 @@ of stage i, `patch_embed.proj`), so the key maps are short:
   ordered (C, kh, kw) instead of the official [x0, x1, x2, x3] blocks: reordered back here (the inverse
   of mmdet's `swin_converter`). 'mmseg' names the same converter explicitly.
 
+Our own keys ('vitpe_mm') load without conversion (vitpe_mm.checkpoint.loader); a checkpoint of ours with
+keys the model lacks is read by the 'official' map, which leaves our keys as they are.
+
 Everywhere: the relative-bias table moves into `attn.relative_position_bias.` (resampled on load by the
 module for another window), an absolute PE `absolute_pos_embed` into `absolute_pos_embed.pos_embed`
 (resampled for another grid), the classifier's final `norm` becomes the last stage's output norm
-`norm{last}` (it normalises exactly that stage's output), and classification heads and derived
-buffers are dropped.
+`norm{last}` (it normalises exactly that stage's output), and classification heads, derived buffers
+and the weights of stages the model does not build (after its last out index) are dropped.
 """
 import re
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -40,12 +42,6 @@ def _has_blocks(state: Mapping[str, torch.Tensor], prefix: str) -> bool:
     return any(k.startswith(prefix) and '.blocks.' in k for k in state)
 
 
-def _detect_native(state: Mapping[str, torch.Tensor]) -> bool:
-    return _has_blocks(state, 'layers.') and any(
-        '.attn.relative_position_bias.relative_position_bias_table' in k or '.pos_block.proj.' in k
-        or k == 'absolute_pos_embed.pos_embed' for k in state)
-
-
 def _detect_timm(state: Mapping[str, torch.Tensor]) -> bool:
     downsample_stages = {int(m.group(1)) for m in (re.match(r'layers\.(\d+)\.downsample\.', k) for k in state) if m}
     return (_has_blocks(state, 'layers.') and not _is_swin_v2(state) and bool(downsample_stages)
@@ -61,13 +57,28 @@ def _detect_mmdet(state: Mapping[str, torch.Tensor]) -> bool:
         any('.attn.w_msa.' in k for k in state) or 'patch_embed.projection.weight' in state)
 
 
-def _convert_native(state: StateDict, model: nn.Module) -> StateDict:
-    return {k: v for k, v in state.items() if not _DROPPED.search(k)}
+def _drop_unbuilt_stages(state: StateDict, model: nn.Module) -> StateDict:
+    """Drops stages after the model's last out index (not built) and the patch merging that would feed them."""
+    num_built = len(model.layers)
+
+    def built(key: str) -> bool:
+        m = re.match(r'layers\.(\d+)\.', key)
+        if m is None:
+            return True
+        i = int(m.group(1))
+        return i < num_built and not (i == num_built - 1 and key.startswith(f'layers.{i}.downsample.'))
+
+    return {k: v for k, v in state.items() if built(k)}
+
+
+def _final_norm_key(key: str, model: nn.Module) -> Optional[str]:
+    """The classifier's final `norm` follows the last stage of the full arch: it becomes that stage's output
+    norm when the model returns that stage; None (dropped) otherwise."""
+    final_norm = f'norm{len(model.embed_dims) - 1}'
+    return final_norm + key[len('norm'):] if hasattr(model, final_norm) else None
 
 
 def _convert_official(state: StateDict, model: nn.Module) -> StateDict:
-    own = model.state_dict()
-    final_norm = f'norm{len(model.embed_dims) - 1}'
     out = {}
     for k, v in state.items():
         if _DROPPED.search(k):
@@ -76,10 +87,12 @@ def _convert_official(state: StateDict, model: nn.Module) -> StateDict:
             k = k.replace('.attn.relative_position_bias_table', '.attn.relative_position_bias.relative_position_bias_table')
         elif k == 'absolute_pos_embed':
             k = 'absolute_pos_embed.pos_embed'
-        elif k in ('norm.weight', 'norm.bias') and f'{final_norm}.weight' in own:
-            k = k.replace('norm', final_norm, 1)
+        elif k in ('norm.weight', 'norm.bias'):
+            k = _final_norm_key(k, model)
+            if k is None:
+                continue
         out[k] = v
-    return out
+    return _drop_unbuilt_stages(out, model)
 
 
 def _convert_timm(state: StateDict, model: nn.Module) -> StateDict:
@@ -96,23 +109,15 @@ def _unfold_to_official(v: torch.Tensor) -> torch.Tensor:
     return v[..., _UNFOLD_TO_OFFICIAL, :].reshape(*lead, four_c)
 
 
-_MMDET_RENAMES = (
-    ('.attn.w_msa.relative_position_bias_table', '.attn.relative_position_bias.relative_position_bias_table'),
-    ('.attn.w_msa.', '.attn.'),
-    ('.ffn.layers.0.0.', '.mlp.fc1.'),
-    ('.ffn.layers.1.', '.mlp.fc2.'),
-)
+_MMDET_RENAMES = (('.attn.w_msa.', '.attn.'), ('.ffn.layers.0.0.', '.mlp.fc1.'), ('.ffn.layers.1.', '.mlp.fc2.'))
 
 
 def _convert_mmdet(state: StateDict, model: nn.Module) -> StateDict:
-    out = {}
+    """mmdet/mmseg keys -> the official layout (the inverse of mmdet's `swin_converter`) -> ours."""
+    official = {}
     for k, v in state.items():
-        if _DROPPED.search(k):
-            continue
         if k.startswith('patch_embed.projection.'):
             k = k.replace('patch_embed.projection.', 'patch_embed.proj.', 1)
-        elif k == 'absolute_pos_embed':
-            k = 'absolute_pos_embed.pos_embed'
         elif k.startswith('stages.'):
             k = 'layers.' + k[len('stages.'):]
             for old, new in _MMDET_RENAMES:
@@ -121,11 +126,10 @@ def _convert_mmdet(state: StateDict, model: nn.Module) -> StateDict:
                     break
             if re.search(r'\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$', k):
                 v = _unfold_to_official(v)
-        out[k] = v
-    return out
+        official[k] = v
+    return _convert_official(official, model)
 
 
-register_format(FAMILY, 'vitpe_mm', _detect_native, _convert_native)
 register_format(FAMILY, 'timm', _detect_timm, _convert_timm)
 register_format(FAMILY, 'official', _detect_official, _convert_official)
 register_format(FAMILY, 'mmdet', _detect_mmdet, _convert_mmdet)

@@ -1,0 +1,418 @@
+"""SwinRPB: equivalence with timm / MMDetection Swin, any input size, small maps, PE types, options."""
+import os
+import time
+
+import pytest
+import torch
+
+from vitpe_mm.layers import PE_TYPES, build_sincos_2d_pos_embed, resize_rel_pos_bias_table
+from vitpe_mm.models.swin import ARCH_SETTINGS, SwinRPB, WindowAttention, stage_window_and_shift
+
+READY = os.path.join(os.path.dirname(__file__), '..', '..', '.venv', '.vitpe_mm_ready')
+# Narrow and shallow, same structure as the presets (patch 4, window 7, 4 stages, 2 blocks where shifts matter).
+TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+TIMM_TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+MMDET_TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+STRIDES = (4, 8, 16, 32)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _perturb(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> torch.nn.Module:
+    """Random weights everywhere (biases, norms, bias tables), so comparisons see every parameter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def _tiny(**kwargs) -> SwinRPB:
+    torch.manual_seed(0)
+    kwargs.setdefault('drop_path_rate', 0.0)
+    return _perturb(SwinRPB(arch=TINY, **kwargs)).eval()
+
+
+def _load(state, tmp_path, name='ckpt.pth', **kwargs) -> SwinRPB:
+    path = tmp_path / name
+    torch.save({k: v.clone() for k, v in state.items()}, path)
+    kwargs.setdefault('drop_path_rate', 0.0)
+    model = SwinRPB(init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kwargs)
+    model.init_weights()
+    return model.eval()
+
+
+def _wait_for_mm(timeout: float = 20 * 60) -> None:
+    """mmcv is built by another process at set-up; mmdet needs it."""
+    start = time.time()
+    while not os.path.exists(READY):
+        if time.time() - start > timeout:
+            pytest.skip('mmcv is not installed yet (.venv/.vitpe_mm_ready missing)')
+        time.sleep(10)
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# timm 1.0 SwinTransformer (final stage = timm's forward_features, final norm -> our norm3)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _timm_swin(img_size, **kwargs):
+    timm = pytest.importorskip('timm')
+    torch.manual_seed(0)
+    # strict_img_size=False -> dynamic masks; windows are fixed by img_size at construction, so each size
+    # under test gets a model built for it (timm clamps windows to the maps of img_size).
+    ref = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False, strict_img_size=False,
+                            img_size=img_size, **kwargs)
+    return _perturb(ref).eval()
+
+
+def test_swin_t_preset_matches_timm_224(tmp_path):
+    """The real Swin-T at 224x224: our out index 3 == timm forward_features (norm included)."""
+    ref = _timm_swin(224)
+    ours = _load(ref.state_dict(), tmp_path, arch='tiny')
+    assert ours.out_channels == (96, 192, 384, 768)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = ref.forward_features(x).permute(0, 3, 1, 2)
+        out = ours(x)[-1]
+    print(f'timm swin_tiny 224x224 stage 3: max abs diff {_max_diff(out, expected):.3g}')
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('hw', [(224, 224), (448, 448), (224, 448), (448, 224)])
+def test_matches_timm_sizes(hw, tmp_path):
+    """Larger and non-square sizes where timm supports them (maps divisible by the window)."""
+    ref = _timm_swin(hw, **TIMM_TINY)
+    ours = _load(ref.state_dict(), tmp_path, arch=TINY)
+    x = torch.randn(2, 3, *hw)
+    with torch.no_grad():
+        expected = ref.forward_features(x).permute(0, 3, 1, 2)
+        out = ours(x)[-1]
+    print(f'timm tiny-arch {hw}: max abs diff {_max_diff(out, expected):.3g}')
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_timm_differs_at_non_divisible_maps_only_in_shifted_blocks(tmp_path):
+    """At 320x320 (80x80 map, not a multiple of 7) timm rolls then pads; we pad then roll (official detection
+    code, mmdet). With one (unshifted) block per stage both agree; with shifted blocks they differ."""
+    hw = (320, 320)
+    x = torch.randn(1, 3, *hw)
+    one = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4))
+    ref = _timm_swin(hw, **one)
+    ours = _load(ref.state_dict(), tmp_path, arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[-1], ref.forward_features(x).permute(0, 3, 1, 2), atol=1e-5, rtol=0)
+    ref = _timm_swin(hw, **TIMM_TINY)
+    ours = _load(ref.state_dict(), tmp_path, 'shifted.pth', arch=TINY)
+    with torch.no_grad():
+        diff = _max_diff(ours(x)[-1], ref.forward_features(x).permute(0, 3, 1, 2))
+    print(f'timm tiny-arch 320x320 (roll-then-pad vs pad-then-roll): max abs diff {diff:.3g}')
+    assert diff > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MMDetection SwinTransformer (its own keys; all four stages)
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def mmdet_swin():
+    _wait_for_mm()
+    from mmdet.models.backbones.swin import SwinTransformer
+    torch.manual_seed(0)
+    ref = _perturb(SwinTransformer(**MMDET_TINY, drop_path_rate=0.0, out_indices=(0, 1, 2, 3)))
+    ref.eval()  # mmdet's train() returns None
+    return ref
+
+
+@pytest.mark.parametrize('hw, clamp_window', [
+    ((224, 224), False), ((448, 448), False), ((224, 320), False), ((333, 517), False),
+    ((448, 448), True), ((256, 320), True), ((333, 517), True),
+])
+def test_matches_mmdet_all_stages(mmdet_swin, hw, clamp_window, tmp_path):
+    """clamp_window=False is mmdet's convention everywhere; the default agrees wherever every map is larger
+    than the window (333x517 included: both pad bottom/right, then roll)."""
+    ours = _load(mmdet_swin.state_dict(), tmp_path, arch=TINY, clamp_window=clamp_window)
+    x = torch.randn(2, 3, *hw)
+    with torch.no_grad():
+        expected = mmdet_swin(x)
+        outs = ours(x)
+    assert len(outs) == 4
+    for i, (out, exp) in enumerate(zip(outs, expected)):
+        print(f'mmdet {hw} clamp_window={clamp_window} stage {i}: max abs diff {_max_diff(out, exp):.3g}')
+        assert out.shape == (2, 16 * 2 ** i, _ceil(hw[0], STRIDES[i]), _ceil(hw[1], STRIDES[i]))
+        torch.testing.assert_close(out, exp, atol=1e-5, rtol=0)
+
+
+def test_swin_t_preset_matches_mmdet_224(tmp_path):
+    _wait_for_mm()
+    from mmdet.models.backbones.swin import SwinTransformer
+    torch.manual_seed(0)
+    ref = _perturb(SwinTransformer(drop_path_rate=0.0))
+    ref.eval()  # mmdet's train() returns None
+    ours = _load(ref.state_dict(), tmp_path, clamp_window=False)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        for i, (out, exp) in enumerate(zip(ours(x), ref(x))):
+            print(f'mmdet Swin-T 224x224 stage {i}: max abs diff {_max_diff(out, exp):.3g}')
+            torch.testing.assert_close(out, exp, atol=1e-5, rtol=0)
+
+
+def test_small_map_rule_differs_from_mmdet_only_on_the_small_map(mmdet_swin, tmp_path):
+    """At 224x224 the last map is 7x7: the official rule (one unshifted window) and mmdet (a shifted,
+    masked window) agree on stages 0-2 and differ on stage 3."""
+    ours = _load(mmdet_swin.state_dict(), tmp_path, arch=TINY)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        outs, expected = ours(x), mmdet_swin(x)
+    for i in range(3):
+        torch.testing.assert_close(outs[i], expected[i], atol=1e-5, rtol=0)
+    diff = _max_diff(outs[3], expected[3])
+    print(f'mmdet 224x224 stage 3 with clamp_window=True: max abs diff {diff:.3g}')
+    assert diff > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Any input size
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('hw', [(224, 224), (512, 512), (480, 640), (333, 517), (64, 64), (4, 4), (5, 97)])
+@pytest.mark.parametrize('clamp_window', [True, False])
+def test_any_input_size(hw, clamp_window):
+    model = _tiny(clamp_window=clamp_window)
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *hw))
+    assert model.out_channels == (16, 32, 64, 128)
+    for i, out in enumerate(outs):
+        assert out.shape == (1, model.out_channels[i], _ceil(hw[0], STRIDES[i]), _ceil(hw[1], STRIDES[i]))
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('hw', [(3, 3), (4, 3), (2, 100)])
+def test_below_one_patch_raises(hw):
+    with pytest.raises(ValueError, match='at least 4x4'):
+        _tiny()(torch.randn(1, 3, *hw))
+
+
+def test_wrong_channels_raise():
+    with pytest.raises(ValueError, match='in_channels=3'):
+        _tiny()(torch.randn(1, 1, 64, 64))
+
+
+def test_extra_content_reaches_only_the_windows_that_hold_it():
+    """Windows are anchored at the top-left: a 224x224 image and the same image extended to 252x252 give the
+    same first map (56x56 vs 63x63 tokens) except in the last shifted-window band (rows/cols >= 52), whose
+    windows now hold the extra tokens."""
+    model = _tiny(out_indices=(0,))
+    x = torch.randn(1, 3, 224, 224)
+    big = torch.nn.functional.pad(x, (0, 28, 0, 28))
+    with torch.no_grad():
+        a, = model(x)
+        b, = model(big)
+    torch.testing.assert_close(a[..., :52, :52], b[..., :52, :52], atol=1e-5, rtol=0)
+    assert _max_diff(a[..., 52:, 52:], b[..., 52:56, 52:56]) > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Windows on small maps, bias crop, window size
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('hw, shifted, clamp, expected', [
+    ((56, 56), True, True, ((7, 7), (3, 3))),
+    ((8, 8), True, True, ((7, 7), (3, 3))),
+    ((7, 7), True, True, ((7, 7), (0, 0))),      # official: min(resolution) <= window -> no shift
+    ((5, 5), True, True, ((5, 5), (0, 0))),
+    ((7, 14), True, True, ((7, 7), (0, 3))),     # per axis, as timm
+    ((3, 20), False, True, ((3, 7), (0, 0))),
+    ((7, 7), True, False, ((7, 7), (3, 3))),     # mmdet: keep window and shift, pad
+    ((5, 5), True, False, ((7, 7), (3, 3))),
+    ((5, 5), False, False, ((7, 7), (0, 0))),
+])
+def test_stage_window_and_shift(hw, shifted, clamp, expected):
+    assert stage_window_and_shift(hw, (7, 7), shifted, clamp) == expected
+
+
+def test_small_window_bias_is_a_crop_of_the_table():
+    torch.manual_seed(0)
+    attn = WindowAttention(8, 2, (7, 7))
+    table = attn.relative_position_bias.relative_position_bias_table
+    bias = attn.window_bias((3, 5), None)
+    ys, xs = torch.meshgrid(torch.arange(3), torch.arange(5), indexing='ij')
+    ys, xs = ys.flatten(), xs.flatten()
+    index = (ys[:, None] - ys[None, :] + 6) * 13 + (xs[:, None] - xs[None, :] + 6)
+    torch.testing.assert_close(bias, table[index].permute(2, 0, 1))
+
+
+def test_small_map_equals_single_unshifted_window():
+    """With clamping, a 5x5 map is one window: shifted and plain blocks compute the same thing there."""
+    model = _tiny(out_indices=(0,))
+    with torch.no_grad():
+        x, hw = model.patch_embed(torch.randn(1, 3, 20, 20))  # 5x5 tokens
+        block0, block1 = model.layers[0].blocks
+        block1.load_state_dict(block0.state_dict())
+        torch.testing.assert_close(block1(x, hw), block0(x, hw))
+
+
+@pytest.mark.parametrize('window_size', [(6, 8), 5, 12])
+def test_other_window_sizes(window_size):
+    model = _tiny(window_size=window_size)
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 200, 300))
+    assert [o.shape[-2:] for o in outs] == [(_ceil(200, s), _ceil(300, s)) for s in STRIDES]
+
+
+def test_checkpoint_with_another_window_resamples_tables(tmp_path):
+    src = _tiny()
+    ours = _load(src.state_dict(), tmp_path, arch=TINY, window_size=12)
+    key = 'layers.1.blocks.0.attn.relative_position_bias.relative_position_bias_table'
+    assert ours.state_dict()[key].shape == (23 * 23, 2)
+    torch.testing.assert_close(ours.state_dict()[key], resize_rel_pos_bias_table(src.state_dict()[key], 12))
+    with torch.no_grad():
+        assert all(torch.isfinite(o).all() for o in ours(torch.randn(1, 3, 96, 160)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Positional encodings
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('pe_type', PE_TYPES)
+def test_pe_types_any_size(pe_type):
+    model = _tiny(pe_type=pe_type)
+    sizes = [(224, 224), (96, 160)] if pe_type == 'abs_nointerp' else [(224, 224), (333, 517), (64, 64)]
+    for hw in sizes:
+        with torch.no_grad():
+            outs = model(torch.randn(1, 3, *hw))
+        assert outs[-1].shape == (1, 128, _ceil(hw[0], 32), _ceil(hw[1], 32))
+    names = [n for n, _ in model.named_parameters()]
+    assert any('relative_position_bias_table' in n for n in names) == (pe_type == 'rel_bias')
+    assert any(n.startswith('absolute_pos_embed') for n in names) == (pe_type in ('abs', 'abs_nointerp'))
+    assert [n for n in names if 'pos_block' in n] == (
+        [f'layers.{i}.pos_block.proj.0.{p}' for i in range(4) for p in ('weight', 'bias')] if pe_type == 'peg' else [])
+
+
+def test_abs_pe_grid_and_resampling():
+    model = _tiny(pe_type='abs', pretrain_img_size=224)
+    assert model.absolute_pos_embed.pos_embed.shape == (1, 56 * 56, 16)
+    with torch.no_grad():
+        table = model.absolute_pos_embed((30, 40))
+        assert table.shape == (1, 1200, 16)
+        assert model.absolute_pos_embed((30, 40)) is table  # cached at inference
+
+
+def test_abs_nointerp_rejects_larger_grid():
+    model = _tiny(pe_type='abs_nointerp', pretrain_img_size=128)
+    with pytest.raises(ValueError, match='larger than the absolute PE grid'):
+        model(torch.randn(1, 3, 160, 128))
+
+
+def test_sincos_is_added_after_patch_embed():
+    model = _tiny(pe_type='sincos', out_indices=(0,))
+    tokens = torch.zeros(1, 6 * 9, 16)
+    torch.testing.assert_close(model._add_absolute_pe(tokens, (6, 9)), build_sincos_2d_pos_embed((6, 9), 16))
+
+
+def test_peg_follows_the_first_block_of_each_stage():
+    model = _tiny(pe_type='peg')
+    order = []
+    for i, stage in enumerate(model.layers):
+        for j, block in enumerate(stage.blocks):
+            block.register_forward_hook(lambda *a, n=f'{i}.block{j}': order.append(n))
+        stage.pos_block.register_forward_hook(lambda *a, n=f'{i}.peg': order.append(n))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert order == [f'{i}.{n}' for i in range(4) for n in ('block0', 'peg', 'block1')]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('arch, dims', [('tiny', 96), ('small', 96), ('base', 128), ('large', 192)])
+def test_presets(arch, dims):
+    with torch.device('meta'):  # structure only: no memory, no initialisation cost
+        model = SwinRPB(arch=arch)
+    assert model.out_channels == tuple(dims * 2 ** i for i in range(4))
+    assert [len(s.blocks) for s in model.layers] == list(ARCH_SETTINGS[arch]['depths'])
+    assert model.layers[0].blocks[0].attn.num_heads == ARCH_SETTINGS[arch]['num_heads'][0]
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='huge'), 'tiny, small, base, large'),
+    (dict(arch=dict(embed_dims=16, depths=(1,), num_heads=(1,), mlp_ratio=2)), "unknown: \\['mlp_ratio'\\]"),
+    (dict(arch=dict(embed_dims=16, depths=(1,))), "missing: \\['num_heads'\\]"),
+    (dict(arch=dict(embed_dims=16, depths=(1, 1), num_heads=(1,))), 'equal'),
+    (dict(arch=dict(embed_dims=16, depths=(1,), num_heads=(3,)), out_indices=(0,)), 'does not divide'),
+    (dict(out_indices=(0, 4)), 'out_indices'),
+    (dict(frozen_stages=5), 'frozen_stages'),
+    (dict(pe_type='rope'), 'pe_type'),
+    (dict(window_size=0), 'window_size'),
+    (dict(drop_path_rate=1.0), 'drop_path_rate'),
+])
+def test_bad_arguments(kwargs, match):
+    kwargs.setdefault('arch', TINY)
+    with pytest.raises(ValueError, match=match):
+        SwinRPB(**kwargs)
+
+
+def test_out_indices_subset_builds_only_needed_stages():
+    model = _tiny(out_indices=(1,))
+    assert len(model.layers) == 2 and model.layers[1].downsample is None
+    assert model.out_channels == (32,)
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert len(outs) == 1 and outs[0].shape == (1, 32, 8, 8)
+
+
+def test_frozen_stages():
+    model = _tiny(frozen_stages=2)
+    model.train()
+    frozen = [model.patch_embed, model.layers[0], model.layers[1], model.norm0, model.norm1]
+    for m in frozen:
+        assert not m.training
+        assert all(not p.requires_grad for p in m.parameters())
+    assert model.layers[2].training and all(p.requires_grad for p in model.layers[2].parameters())
+    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+    assert all(p.grad is None for m in frozen for p in m.parameters())
+    assert model.layers[2].blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_with_cp_same_outputs_and_gradients():
+    plain = _tiny().train()
+    ckpt = _tiny(with_cp=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 96, 96)
+    outs_a, outs_b = plain(x), ckpt(x)
+    for a, b in zip(outs_a, outs_b):
+        torch.testing.assert_close(a, b)
+    sum(o.square().sum() for o in outs_a).backward()
+    sum(o.square().sum() for o in outs_b).backward()
+    for (name, pa), pb in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+def test_drop_path_increases_linearly():
+    model = SwinRPB(arch=TINY, drop_path_rate=0.3)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.layers for b in s.blocks]
+    torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, 8))
+
+
+def test_inference_reuses_bias_and_mask():
+    model = _tiny()
+    x = torch.randn(1, 3, 96, 128)
+    bias_module = model.layers[0].blocks[1].attn.relative_position_bias
+    with torch.no_grad():
+        first = model(x)
+        cached = bias_module()
+        second = model(x)
+        assert bias_module() is cached
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_registered_in_mmengine_root_registry():
+    from mmengine.registry import MODELS
+    model = MODELS.build(dict(type='SwinRPB', arch=TINY, out_indices=(3,)))
+    assert isinstance(model, SwinRPB) and model.out_channels == (128,)
