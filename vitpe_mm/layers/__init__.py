@@ -4,9 +4,10 @@ from ._cache import DerivedTensorCache
 from ._checks import check_choice, check_tokens, to_2tuple
 from .attention import MultiheadSelfAttention, attention_with_bias
 from .mlp import DropPath, Mlp, drop_path
-from .patch_embed import PatchEmbed
+from .patch_embed import LayerNorm2d, PatchEmbed
 from .peg import PosConvEncoding
-from .pos_embed import AbsolutePositionEmbedding, build_sincos_2d_pos_embed, resample_abs_pos_embed
+from .pos_embed import (AbsolutePositionEmbedding, SinCosPositionEmbedding, build_sincos_2d_pos_embed,
+                        resample_abs_pos_embed)
 from .rel_pos_bias import RelativePositionBias, relative_position_index, resize_rel_pos_bias_table
 from .window import padded_size, shifted_window_attn_mask, window_partition, window_reverse
 
@@ -14,8 +15,8 @@ from .window import padded_size, shifted_window_attn_mask, window_partition, win
 PE_TYPES = ('abs', 'abs_nointerp', 'sincos', 'peg', 'rel_bias', 'none')
 
 __all__ = [
-    'AbsolutePositionEmbedding', 'DerivedTensorCache', 'DropPath', 'Mlp', 'MultiheadSelfAttention', 'PE_TYPES',
-    'PatchEmbed', 'PosConvEncoding', 'RelativePositionBias', 'attention_with_bias', 'build_sincos_2d_pos_embed',
+    'AbsolutePositionEmbedding', 'DerivedTensorCache', 'DropPath', 'LayerNorm2d', 'Mlp', 'MultiheadSelfAttention', 'PE_TYPES',
+    'PatchEmbed', 'PosConvEncoding', 'SinCosPositionEmbedding', 'RelativePositionBias', 'attention_with_bias', 'build_sincos_2d_pos_embed',
     'check_choice', 'check_tokens', 'drop_path', 'padded_size', 'relative_position_index', 'resample_abs_pos_embed',
     'resize_rel_pos_bias_table', 'shifted_window_attn_mask', 'to_2tuple', 'window_partition', 'window_reverse',
 ]

@@ -57,3 +57,12 @@ class PatchEmbed(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return x, hw_shape
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a B, C, H, W map (ViTDet's simple feature pyramid, ConvNeXt)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # B, C, H, W -> B, H, W, C -> B, C, H, W
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)

@@ -102,7 +102,7 @@ def build_sincos_2d_pos_embed(
 
 
 class AbsolutePositionEmbedding(nn.Module):
-    """Absolute PE table (learned or fixed sin-cos) made for `grid_size`, returned for any grid.
+    """Learned absolute PE table made for `grid_size`, returned for any grid.
 
     `forward(hw_shape)` returns the (1, prefix + H*W, C) table for the token grid `hw_shape`:
     resampled when `interpolate=True`, otherwise the top-left H x W crop of the table (an error when
@@ -118,7 +118,6 @@ class AbsolutePositionEmbedding(nn.Module):
         grid_size: Size2,
         embed_dims: int,
         num_prefix_tokens: int = 1,
-        learned: bool = True,
         interpolate: bool = True,
         interpolation: str = 'bicubic',
         antialias: bool = True,
@@ -130,15 +129,9 @@ class AbsolutePositionEmbedding(nn.Module):
         self.interpolate = interpolate
         self.interpolation = check_choice(interpolation, 'interpolation', INTERPOLATIONS)
         self.antialias = antialias
-        self.learned = learned
         num_tokens = num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
-        if learned:
-            self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dims))
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        else:
-            table = build_sincos_2d_pos_embed(self.grid_size, embed_dims)
-            table = torch.cat([torch.zeros(1, num_prefix_tokens, embed_dims), table], dim=1)
-            self.register_buffer('pos_embed', table, persistent=False)
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dims))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self._cache = DerivedTensorCache()
 
     def _resampled(self, hw_shape: Tuple[int, int]) -> torch.Tensor:
@@ -169,18 +162,44 @@ class AbsolutePositionEmbedding(nn.Module):
         # A learned table saved for another (square) grid is resampled to this module's grid.
         key = prefix + 'pos_embed'
         table = state_dict.get(key)
-        if self.learned and table is not None and table.shape != self.pos_embed.shape:
+        if table is not None and table.shape != self.pos_embed.shape:
             try:
                 state_dict[key] = resample_abs_pos_embed(table, self.grid_size, None, self.num_prefix_tokens,
                                                          self.interpolation, self.antialias)
             except ValueError as err:
                 error_msgs.append(f'{key}: shape {tuple(table.shape)} cannot be resampled to '
                                   f'{tuple(self.pos_embed.shape)}: {err}')
-        elif not self.learned:
-            state_dict.pop(key, None)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
     def extra_repr(self) -> str:
         return (f'grid_size={self.grid_size}, embed_dims={self.embed_dims}, num_prefix_tokens='
-                f'{self.num_prefix_tokens}, learned={self.learned}, interpolate={self.interpolate}')
+                f'{self.num_prefix_tokens}, interpolate={self.interpolate}')
+
+
+class SinCosPositionEmbedding(nn.Module):
+    """Fixed 2-D sin-cos PE computed for the token grid it is asked for (no parameters, nothing saved).
+
+    Sin-cos values depend only on a token's (row, column), so the table for an h x w grid is computed, not
+    resampled; zero rows lead for the prefix tokens (a cls token gets no PE). Cached per grid, device, dtype.
+    """
+
+    def __init__(self, embed_dims: int, num_prefix_tokens: int = 0) -> None:
+        super().__init__()
+        if embed_dims <= 0 or embed_dims % 4:
+            raise ValueError(f"a 2-D sin-cos PE needs embed_dims divisible by 4, got {embed_dims}")
+        self.embed_dims = embed_dims
+        self.num_prefix_tokens = num_prefix_tokens
+        self._cache = DerivedTensorCache()
+
+    def _table(self, hw_shape: Tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        table = build_sincos_2d_pos_embed(hw_shape, self.embed_dims, device=device)
+        return F.pad(table, (0, 0, self.num_prefix_tokens, 0)).to(dtype)
+
+    def forward(self, hw_shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """Returns the (1, prefix + H*W, C) table in the device and dtype of `like`."""
+        hw = to_2tuple(tuple(hw_shape), 'hw_shape')
+        return self._cache.get((hw, like.device, like.dtype), [], lambda: self._table(hw, like.device, like.dtype))
+
+    def extra_repr(self) -> str:
+        return f'embed_dims={self.embed_dims}, num_prefix_tokens={self.num_prefix_tokens}'

@@ -7,7 +7,7 @@ blocks and a simple feature pyramid as "Exploring Plain Vision Transformer Backb
 (ViTDet, arXiv:2203.16527). Parameter names follow timm's `VisionTransformer`, so timm / DeiT checkpoints
 load with a trivial key map (vitpe_mm.checkpoint.vit).
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -15,53 +15,15 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
-from ..layers import (AbsolutePositionEmbedding, DerivedTensorCache, DropPath, Mlp, MultiheadSelfAttention,
-                      PatchEmbed, PosConvEncoding, RelativePositionBias, build_sincos_2d_pos_embed, check_choice,
-                      to_2tuple, window_partition, window_reverse)
+from ..layers import (AbsolutePositionEmbedding, DerivedTensorCache, DropPath, LayerNorm2d, Mlp,
+                      MultiheadSelfAttention, PatchEmbed, PosConvEncoding, RelativePositionBias,
+                      SinCosPositionEmbedding, check_choice, to_2tuple, window_partition, window_reverse)
 from ..layers._checks import Size2
 from .base import PEBackbone
 
 OUT_TYPES = ('featmap', 'sfp')
 # Pyramid levels of out_type='sfp': (name, scale relative to the patch grid); strides 4, 8, 16, 32 for patch 16.
 SFP_LEVELS = (('fpn1', 4.0), ('fpn2', 2.0), ('fpn3', 1.0), ('fpn4', 0.5))
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a B, C, H, W map (ViTDet's `LayerNorm` in its simple feature pyramid)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # B, C, H, W -> B, H, W, C -> B, C, H, W
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
-
-
-class SinCosPositionEmbedding(nn.Module):
-    """Fixed 2-D sin-cos PE computed for the token grid it is asked for (no parameters, nothing saved).
-
-    Sin-cos values depend only on a token's (row, column), so the table for an h x w grid is computed, not
-    resampled; zero rows lead for the prefix tokens (the cls token gets no PE). Cached per grid, device, dtype.
-    """
-
-    def __init__(self, embed_dims: int, num_prefix_tokens: int = 1) -> None:
-        super().__init__()
-        if embed_dims % 4:
-            raise ValueError(f"pe_type='sincos' needs embed_dims divisible by 4, got {embed_dims}")
-        self.embed_dims = embed_dims
-        self.num_prefix_tokens = num_prefix_tokens
-        self._tables: Dict[Tuple, torch.Tensor] = {}
-
-    def forward(self, hw_shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-        """Returns the (1, prefix + H*W, C) table in the device and dtype of `like`."""
-        key = (tuple(hw_shape), like.device, like.dtype)
-        table = self._tables.get(key)
-        if table is None:
-            table = build_sincos_2d_pos_embed(hw_shape, self.embed_dims, device=like.device)
-            table = F.pad(table, (0, 0, self.num_prefix_tokens, 0)).to(like.dtype)
-            self._tables[key] = table
-        return table
-
-    def extra_repr(self) -> str:
-        return f'embed_dims={self.embed_dims}, num_prefix_tokens={self.num_prefix_tokens}'
 
 
 class ViTBlock(nn.Module):
@@ -275,7 +237,7 @@ class ViTPE(PEBackbone):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_cls_token else None
         if pe_type in ('abs', 'abs_nointerp'):
             self.pos_embed = AbsolutePositionEmbedding(
-                self.grid_size, embed_dims, self.num_prefix_tokens, learned=True,
+                self.grid_size, embed_dims, self.num_prefix_tokens,
                 interpolate=pe_type == 'abs', interpolation=interpolate_mode, antialias=antialias)
         elif pe_type == 'sincos':
             self.pos_embed = SinCosPositionEmbedding(embed_dims, self.num_prefix_tokens)
