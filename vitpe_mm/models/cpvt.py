@@ -10,12 +10,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
-from ..layers import (AbsolutePositionEmbedding, DerivedTensorCache, DropPath, Mlp, PatchEmbed, PosConvEncoding,
-                      build_sincos_2d_pos_embed, check_choice, to_2tuple)
+from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, PatchEmbed, PosConvEncoding, SinCosPositionEmbedding,
+                      check_choice, to_2tuple)
 from ..layers.sr_attention import SpatialReductionAttention, reduced_size
 from .base import PEBackbone
 
@@ -91,24 +90,6 @@ def min_input_size(patch_sizes: Sequence[int], sr_ratios: Sequence[int]) -> int:
         if ok:
             return size
         size += 1
-
-
-class SinCosPositionTable(nn.Module):
-    """Fixed 2-D sin-cos table computed for each token grid (no parameters), cached per grid/device/dtype."""
-
-    def __init__(self, embed_dims: int) -> None:
-        super().__init__()
-        build_sincos_2d_pos_embed((1, 1), embed_dims)  # fails early with a clear error for bad widths
-        self.embed_dims = embed_dims
-        self._cache = DerivedTensorCache()
-
-    def forward(self, hw_shape: Tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        key = (tuple(hw_shape), like.device, like.dtype)
-        return self._cache.get(key, [], lambda: build_sincos_2d_pos_embed(hw_shape, self.embed_dims, dtype=like.dtype,
-                                                                          device=like.device))
-
-    def extra_repr(self) -> str:
-        return f'embed_dims={self.embed_dims}'
 
 
 class CPVTBlock(nn.Module):
@@ -280,7 +261,7 @@ class CPVTv2(PEBackbone):
                 AbsolutePositionEmbedding(grid, dims, num_prefix_tokens=0, interpolate=pe_type == 'abs')
                 for grid, dims in zip(pretrain_grids, self.embed_dims)])
         elif pe_type == 'sincos':
-            self.pos_embeds = nn.ModuleList([SinCosPositionTable(dims) for dims in self.embed_dims])
+            self.pos_embeds = nn.ModuleList([SinCosPositionEmbedding(dims) for dims in self.embed_dims])
         else:
             self.pos_embeds = None
 
