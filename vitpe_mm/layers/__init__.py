@@ -8,6 +8,7 @@ from .patch_embed import LayerNorm2d, PatchEmbed
 from .peg import PosConvEncoding
 from .pos_embed import (AbsolutePositionEmbedding, SinCosPositionEmbedding, build_sincos_2d_pos_embed,
                         resample_abs_pos_embed)
+from .sr_attention import SpatialReductionAttention, reduced_size
 from .rel_pos_bias import RelativePositionBias, relative_position_index, resize_rel_pos_bias_table
 from .window import padded_size, shifted_window_attn_mask, window_partition, window_reverse
 
@@ -16,7 +17,7 @@ PE_TYPES = ('abs', 'abs_nointerp', 'sincos', 'peg', 'rel_bias', 'none')
 
 __all__ = [
     'AbsolutePositionEmbedding', 'DerivedTensorCache', 'DropPath', 'LayerNorm2d', 'Mlp', 'MultiheadSelfAttention', 'PE_TYPES',
-    'PatchEmbed', 'PosConvEncoding', 'SinCosPositionEmbedding', 'RelativePositionBias', 'attention_with_bias', 'build_sincos_2d_pos_embed',
-    'check_choice', 'check_tokens', 'drop_path', 'padded_size', 'relative_position_index', 'resample_abs_pos_embed',
+    'PatchEmbed', 'PosConvEncoding', 'SinCosPositionEmbedding', 'RelativePositionBias', 'SpatialReductionAttention', 'attention_with_bias', 'build_sincos_2d_pos_embed',
+    'check_choice', 'check_tokens', 'drop_path', 'padded_size', 'reduced_size', 'relative_position_index', 'resample_abs_pos_embed',
     'resize_rel_pos_bias_table', 'shifted_window_attn_mask', 'to_2tuple', 'window_partition', 'window_reverse',
 ]
