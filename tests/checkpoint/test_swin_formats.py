@@ -125,6 +125,21 @@ def test_timm_and_official_load_the_same_weights(timm_state, tmp_path):
                                    atol=1e-5, rtol=0)
 
 
+def test_official_detection_release_with_output_norms(timm_state, tmp_path):
+    """Swin-Transformer-Object-Detection: official block keys, `norm{i}` output norms, a detector around them."""
+    state, _ = timm_state
+    backbone = {k: v for k, v in _official_from_timm(state).items() if not k.startswith(('head', 'norm.'))}
+    for i, c in enumerate((16, 32, 64, 128)):
+        backbone[f'norm{i}.weight'], backbone[f'norm{i}.bias'] = torch.randn(c), torch.randn(c)
+    detector = {f'backbone.{k}': v for k, v in backbone.items()}
+    detector['neck.fpn_convs.0.conv.weight'] = torch.zeros(1)
+    model = _load({'state_dict': detector, 'meta': {}}, tmp_path)
+    for i in range(4):
+        torch.testing.assert_close(getattr(model, f'norm{i}').weight, backbone[f'norm{i}.weight'])
+    torch.testing.assert_close(model.layers[1].blocks[1].attn.relative_position_bias.relative_position_bias_table,
+                               backbone['layers.1.blocks.1.attn.relative_position_bias_table'])
+
+
 def test_official_converter_drops_heads_and_buffers(timm_state):
     state, _ = timm_state
     converted, fmt = convert_state_dict(_official_from_timm(state), _model(), 'swin')

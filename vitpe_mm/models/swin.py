@@ -5,7 +5,7 @@
 merging between stages, and a LayerNorm on every returned feature map (as MMDetection's Swin).
 """
 import functools
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
