@@ -77,16 +77,18 @@ def set_max_iters(cfg, max_iters: int) -> None:
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:
-    """A short table: COCO AP rows (bbox, segm) with AP / AP50 / AP75 / APs / APm / APl, or one row of scalars."""
+    """A short table: COCO AP rows (bbox, segm) with AP / AP50 / AP75 / APs / APm / APl (pycocotools' -1, no
+    objects of that size, shows as -), then any other scalar metrics (e.g. mIoU), one per line."""
     lines = []
     coco_rows = [kind for kind in ('bbox', 'segm') if f'coco/{kind}_mAP' in metrics]
     if coco_rows:
         lines.append(f'{"":6}' + ''.join(f'{title:>8}' for _, title in COCO_COLUMNS))
         for kind in coco_rows:
             cells = [metrics.get(f'coco/{kind}_{key}') for key, _ in COCO_COLUMNS]
-            lines.append(f'{kind:6}' + ''.join(f'{v:8.3f}' if isinstance(v, (int, float)) else f'{"-":>8}'
-                                               for v in cells))
-        lines.append('(COCO AP in [0, 1]: IoU 0.50:0.95, at 0.50, at 0.75, and for small / medium / large objects)')
+            lines.append(f'{kind:6}' + ''.join(f'{v:8.3f}' if isinstance(v, (int, float)) and v >= 0
+                                               else f'{"-":>8}' for v in cells))
+        lines.append('(COCO AP in [0, 1]: IoU 0.50:0.95, at 0.50, at 0.75, and for small / medium / large objects;'
+                     ' - : no such objects)')
     other = {k: v for k, v in metrics.items()
              if isinstance(v, (int, float)) and not any(k == f'coco/{kind}_{key}' for kind in coco_rows
                                                        for key, _ in COCO_COLUMNS)}

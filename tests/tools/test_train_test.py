@@ -316,3 +316,54 @@ def test_fit_to_machine_without_cuda(tmp_path, mini_root):
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     with pytest.raises(ValueError, match='CUDA'):
         fit_to_machine(cfg, 'none', cuda=False)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# tools/demo.py
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_demo_runs_and_reports(tmp_path):
+    """`bash run.sh demo` in short: 2 iterations, validation on 2 images; the table and the paths are printed."""
+    proc = run_tool(ROOT / 'tools' / 'demo.py', '--max-iters', '2', '--work-dir', tmp_path / 'demo',
+                    '--cfg-options', 'val_dataloader.dataset.indices=2')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = proc.stdout[proc.stdout.rindex('vitpe_mm demo:'):]
+    assert '2 iterations' in report
+    for row in ('bbox', 'segm'):
+        line = next(line for line in report.splitlines() if line.startswith(row))
+        cells = line.split()[1:]
+        assert len(cells) == 6 and all(c == '-' or 0.0 <= float(c) <= 1.0 for c in cells), line
+    checkpoint = next(line for line in report.splitlines() if line.startswith('checkpoint:')).split()[1]
+    assert Path(checkpoint) == tmp_path / 'demo' / 'iter_2.pth' and Path(checkpoint).is_file()
+    log = next(line for line in report.splitlines() if line.startswith('log:')).split()[1]
+    assert 'Iter(train) [2/2]' in Path(log).read_text()
+
+
+def test_demo_max_iters_clips_the_schedule():
+    from mmengine.config import Config
+
+    demo = load_tool('demo')
+    cfg = Config(dict(
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=300, val_interval=300),
+        param_scheduler=[dict(type='LinearLR', by_epoch=False, begin=0, end=50),
+                         dict(type='MultiStepLR', by_epoch=False, begin=0, end=300, milestones=[255])],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=300))))
+    demo.set_max_iters(cfg, 20)
+    assert cfg.train_cfg.max_iters == 20 and cfg.train_cfg.val_interval == 20
+    assert [s.end for s in cfg.param_scheduler] == [20, 20]
+    assert cfg.default_hooks.checkpoint.interval == 20
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12)
+    with pytest.raises(ValueError, match='iteration-based'):
+        demo.set_max_iters(cfg, 20)
+
+
+def test_demo_metrics_table():
+    demo = load_tool('demo')
+    metrics = {f'coco/{kind}_{key}': 0.5 for kind in ('bbox', 'segm') for key, _ in demo.COCO_COLUMNS}
+    metrics['coco/segm_mAP_s'] = -1.0  # pycocotools: no object of that size
+    table = demo.format_metrics(metrics).splitlines()
+    assert table[0].split() == ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
+    assert table[1].split() == ['bbox'] + ['0.500'] * 6
+    assert table[2].split() == ['segm', '0.500', '0.500', '0.500', '-', '0.500', '0.500']
+    assert demo.format_metrics({'mIoU': 41.2, 'aAcc': 80.0}).splitlines() == ['mIoU  41.200', 'aAcc  80.000']
+    assert 'no metrics' in demo.format_metrics({})

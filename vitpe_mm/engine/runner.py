@@ -116,15 +116,16 @@ def _has_scheme(path: str) -> bool:
     return '://' in path
 
 
-def _pretrained_entries(node: Any, where: str) -> List[Tuple[str, str]]:
-    """(config key, checkpoint path) of every init_cfg=dict(type='Pretrained', checkpoint=...) under `node`."""
+def _pretrained_entries(node: Any, where: str) -> List[Tuple[str, str, dict]]:
+    """(config key, checkpoint path, owning module cfg) of every init_cfg=dict(type='Pretrained', checkpoint=...)
+    under `node`."""
     found = []
     if isinstance(node, dict):
         for key, value in node.items():
             if key == 'init_cfg':
                 for init in (value if isinstance(value, (list, tuple)) else [value]):
                     if isinstance(init, dict) and init.get('type') == 'Pretrained' and init.get('checkpoint'):
-                        found.append((f'{where}.init_cfg', str(init['checkpoint'])))
+                        found.append((f'{where}.init_cfg', str(init['checkpoint']), node))
             else:
                 found += _pretrained_entries(value, f'{where}.{key}')
     elif isinstance(node, (list, tuple)):
@@ -135,13 +136,15 @@ def _pretrained_entries(node: Any, where: str) -> List[Tuple[str, str]]:
 
 def check_pretrained_files(cfg: Config) -> None:
     """Raises FileNotFoundError for a local `Pretrained` checkpoint of the model that is not on disk."""
-    for key, path in _pretrained_entries(cfg.get('model'), 'model'):
+    for key, path, owner in _pretrained_entries(cfg.get('model'), 'model'):
         if _has_scheme(path) or os.path.isfile(os.path.expanduser(path)):
             continue
+        model = owner.get('type') if isinstance(owner.get('type'), str) else 'CPVTv2|SwinRPB|ViTPE'
+        arch = owner.get('arch') if isinstance(owner.get('arch'), str) else '...'
         raise FileNotFoundError(
             f'pretrained checkpoint not found: {path} (from {key} in the config).\n'
-            f'Make it from the official / timm release with `python tools/convert_checkpoint.py SRC {path} '
-            '--model CPVTv2|SwinRPB|ViTPE --arch ...` (see the config header for the model and arch), or train '
+            f'Make it from the official / timm release: `python tools/convert_checkpoint.py SRC {path} '
+            f'--model {model} --arch {arch}` (SRC: the ImageNet checkpoint named in the config header), or train '
             f'from scratch with `--cfg-options {key}=None`.')
 
 
