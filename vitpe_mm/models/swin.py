@@ -14,8 +14,8 @@ import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
 from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, MultiheadSelfAttention, PatchEmbed, PosConvEncoding,
-                      RelativePositionBias, build_sincos_2d_pos_embed, padded_size, shifted_window_attn_mask,
-                      to_2tuple, window_partition, window_reverse)
+                      RelativePositionBias, SinCosPositionEmbedding, padded_size, shifted_window_attn_mask, to_2tuple,
+                      window_partition, window_reverse)
 from .base import PEBackbone
 
 Size2 = Union[int, Sequence[int]]
@@ -68,12 +68,6 @@ def _shift_mask(padded_hw: Tuple[int, int], window_size: Tuple[int, int], shift_
         line = shifted_window_attn_mask((hp, 2), (mh, 2), (sh, 1), device, dtype)[:, 0::2, 0::2]
         mask = line[:, None, :, None, :, None].expand(-1, wp // mw, mh, mw, mh, mw)
     return mask.reshape(-1, mh * mw, mh * mw)  # nWh, nWw, Mh, Mw, Mh, Mw -> nW, N, N
-
-
-@functools.lru_cache(maxsize=16)
-def _sincos_table(hw_shape: Tuple[int, int], embed_dims: int, device: torch.device,
-                  dtype: torch.dtype) -> torch.Tensor:
-    return build_sincos_2d_pos_embed(hw_shape, embed_dims, dtype=dtype, device=device)
 
 
 class WindowAttention(MultiheadSelfAttention):
@@ -320,8 +314,8 @@ class SwinRPB(PEBackbone):
             grid = (img[0] // self.patch_size[0], img[1] // self.patch_size[1])
             self.absolute_pos_embed = AbsolutePositionEmbedding(grid, embed_dims, num_prefix_tokens=0,
                                                                 interpolate=pe_type == 'abs')
-        if pe_type == 'sincos' and embed_dims % 4:
-            raise ValueError(f"pe_type='sincos' needs embed_dims divisible by 4, got {embed_dims}")
+        elif pe_type == 'sincos':
+            self.absolute_pos_embed = SinCosPositionEmbedding(embed_dims)
         self.drop_after_pos = nn.Dropout(drop_rate)
 
         total = sum(depths)
@@ -379,10 +373,10 @@ class SwinRPB(PEBackbone):
             nn.init.zeros_(m.bias)
 
     def _add_absolute_pe(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        if self.pe_type == 'sincos':
+            return x + self.absolute_pos_embed(hw_shape, x)
         if self.absolute_pos_embed is not None:
             return x + self.absolute_pos_embed(hw_shape)
-        if self.pe_type == 'sincos':
-            return x + _sincos_table(hw_shape, x.shape[-1], x.device, x.dtype)
         return x
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
