@@ -331,6 +331,15 @@ def test_sincos_is_added_after_patch_embed():
     torch.testing.assert_close(model._add_absolute_pe(tokens, (6, 9)), build_sincos_2d_pos_embed((6, 9), 16))
 
 
+def test_peg_as_last_block_of_a_stage_feeds_patch_merging():
+    """With one block per stage the PEG output (a channels-first view) goes straight into patch merging."""
+    torch.manual_seed(0)
+    model = SwinRPB(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)), pe_type='peg').eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 66, 94))
+    assert [o.shape[-2:] for o in outs] == [(_ceil(66, s), _ceil(94, s)) for s in STRIDES]
+
+
 def test_peg_follows_the_first_block_of_each_stage():
     model = _tiny(pe_type='peg')
     order = []
