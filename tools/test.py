@@ -29,7 +29,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', type=str,
                         help='mmdet: dump predictions to this .pkl file; mmseg: save predicted masks to this folder')
     parser.add_argument('--show', action='store_true', help='show prediction results')
-    parser.add_argument('--show-dir', help='save drawn predictions under work_dir/timestamp/SHOW_DIR')
+    parser.add_argument('--show-dir', help='save drawn predictions of every image: mmdet under '
+                        'WORK_DIR/TIMESTAMP/SHOW_DIR, mmseg under WORK_DIR/SHOW_DIR/vis_data/vis_image')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, key=value pairs')
@@ -43,20 +44,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+VISUALIZATION_HOOKS = {'mmdet': 'DetVisualizationHook', 'mmseg': 'SegVisualizationHook'}
+
+
 def _visualization(cfg, args, toolbox: str):
-    hooks = cfg.default_hooks
-    if 'visualization' not in hooks:
-        raise ValueError("--show / --show-dir need default_hooks.visualization=dict(type='...VisualizationHook') "
-                         'in the config')
+    hooks = cfg.setdefault('default_hooks', {})
+    if 'visualization' not in hooks:  # the toolboxes' schedules add it; a config without one gets the default
+        hooks.visualization = dict(type=VISUALIZATION_HOOKS[toolbox])
     hooks.visualization.draw = True
     if args.show:
         hooks.visualization.show = True
         hooks.visualization.wait_time = args.wait_time
     if args.show_dir:
-        if toolbox == 'mmdet':
+        if toolbox == 'mmdet':  # saved under work_dir/TIMESTAMP/SHOW_DIR
             hooks.visualization.test_out_dir = args.show_dir
-        else:
-            cfg.visualizer.save_dir = args.show_dir
+        else:  # saved under [work_dir/]SHOW_DIR/vis_data/vis_image, every image (mmseg's hook draws every 50th)
+            hooks.visualization.interval = 1
+            cfg.visualizer.save_dir = os.path.join(cfg.work_dir, args.show_dir)
 
 
 def _tta(cfg, toolbox: str) -> None:
