@@ -71,3 +71,22 @@ def test_bad_arguments():
         window_partition(torch.randn(1, 4, 4, 2), 0)
     with pytest.raises(ValueError, match='B, H, W, C'):
         window_partition(torch.randn(4, 4, 2), 2)
+
+
+def test_shift_along_one_axis_only():
+    # timm's rule for a window clamped to a small map: no shift along that axis, one band
+    mask = shifted_window_attn_mask((7, 14), 7, (0, 3))
+    labels, _ = window_partition(_regions_1d_w(7, 14, 7, 3)[None, :, :, None].float(), 7)
+    same = labels[..., 0][:, :, None] == labels[..., 0][:, None, :]
+    assert torch.all(mask[same] == 0) and torch.all(torch.isinf(mask[~same]))
+    with pytest.raises(ValueError, match='shift_size'):
+        shifted_window_attn_mask((14, 14), 7, (0, 0))
+    with pytest.raises(ValueError, match='shift_size'):
+        shifted_window_attn_mask((14, 14), 7, (-1, 3))
+
+
+def _regions_1d_w(hp, wp, win, shift):
+    lab = torch.zeros(hp, wp, dtype=torch.long)
+    lab[:, wp - win:wp - shift] = 1
+    lab[:, wp - shift:] = 2
+    return lab

@@ -62,8 +62,11 @@ def _shift_mask(padded_hw: Tuple[int, int], window_size: Tuple[int, int], shift_
     (mh, mw), (sh, sw) = window_size, shift_size
     region = torch.zeros(1, hp, wp, 1, device=device)
     label = 0
-    for hs in (slice(0, -mh), slice(-mh, -sh), slice(-sh, None)):
-        for ws in (slice(0, -mw), slice(-mw, -sw), slice(-sw, None)):
+    # an axis without shift is one band (a window clamped to a small map shifts along the other axis only)
+    h_bands = (slice(0, hp - mh), slice(hp - mh, hp - sh), slice(hp - sh, hp)) if sh else (slice(0, hp),)
+    w_bands = (slice(0, wp - mw), slice(wp - mw, wp - sw), slice(wp - sw, wp)) if sw else (slice(0, wp),)
+    for hs in h_bands:
+        for ws in w_bands:
             region[:, hs, ws] = label
             label += 1
     windows, _ = window_partition(region, (mh, mw))
@@ -79,12 +82,15 @@ def shifted_window_attn_mask(padded_hw: Sequence[int], window_size: Size2, shift
     """Additive mask (nW, N, N) for windows of a map rolled by (-sh, -sw): 0 within a region, -inf across.
 
     Built once per (padded size, window, shift, device, dtype) and cached; regions follow the Swin
-    code (three bands per axis: [0, Hp-Mh), [Hp-Mh, Hp-sh), [Hp-sh, Hp)). Treat the result as
-    read-only.
+    code (three bands per axis: [0, Hp-Mh), [Hp-Mh, Hp-sh), [Hp-sh, Hp)); a zero shift along one axis
+    (timm's per-axis rule for a window clamped to a small map) leaves that axis one band. Treat the result
+    as read-only.
     """
     hp, wp = to_2tuple(tuple(padded_hw), 'padded_hw')
     mh, mw = to_2tuple(window_size, 'window_size')
-    sh, sw = to_2tuple(shift_size, 'shift_size')
+    sh, sw = (shift_size, shift_size) if isinstance(shift_size, int) else tuple(shift_size)
+    if min(sh, sw) < 0 or not (sh or sw):
+        raise ValueError(f'shift_size must be >= 0 on each axis and > 0 on one, got {shift_size!r}')
     if hp % mh or wp % mw:
         raise ValueError(f'padded_hw={(hp, wp)} must be multiples of window_size={(mh, mw)}')
     if sh >= mh or sw >= mw:

@@ -4,7 +4,6 @@
 4x4 patch embedding, four stages of window attention with shifted windows every other block, 2x2 patch
 merging between stages, and a LayerNorm on every returned feature map (as MMDetection's Swin).
 """
-import functools
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -45,29 +44,6 @@ def stage_window_and_shift(hw_shape: Tuple[int, int], window_size: Tuple[int, in
     window = tuple(min(s, m) for s, m in zip(hw_shape, window_size))
     shift = tuple(0 if s <= m else t for s, m, t in zip(hw_shape, window_size, shift))
     return window, shift
-
-
-@functools.lru_cache(maxsize=64)
-def _shift_mask(padded_hw: Tuple[int, int], window_size: Tuple[int, int], shift_size: Tuple[int, int],
-                device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """`shifted_window_attn_mask`, also for a shift along one axis only (timm's rule on a clamped axis).
-
-    The layer helper wants both shifts positive. With no shift along an axis the regions only vary along the
-    other one: the 1-D mask comes from a map two tokens wide on the unshifted axis (its first row/column lies
-    in one band) and is repeated over the window rows/columns.
-    """
-    (hp, wp), (mh, mw), (sh, sw) = padded_hw, window_size, shift_size
-    if sh and sw:
-        return shifted_window_attn_mask(padded_hw, window_size, shift_size, device, dtype)
-    if not sh:
-        # windows of 2 x Mw: tokens (0, j) are the first Mw -> nWw, Mw, Mw
-        line = shifted_window_attn_mask((2, wp), (2, mw), (1, sw), device, dtype)[:, :mw, :mw]
-        mask = line[None, :, None, :, None, :].expand(hp // mh, -1, mh, mw, mh, mw)
-    else:
-        # windows of Mh x 2: tokens (i, 0) are every other one -> nWh, Mh, Mh
-        line = shifted_window_attn_mask((hp, 2), (mh, 2), (sh, 1), device, dtype)[:, 0::2, 0::2]
-        mask = line[:, None, :, None, :, None].expand(-1, wp // mw, mh, mw, mh, mw)
-    return mask.reshape(-1, mh * mw, mh * mw)  # nWh, nWw, Mh, Mw, Mh, Mw -> nW, N, N
 
 
 class WindowAttention(MultiheadSelfAttention):
@@ -143,7 +119,7 @@ class SwinBlock(nn.Module):
             if (hp, wp) != (h, w):
                 x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))  # B, H, W, C -> B, Hp, Wp, C
             x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-            mask = _shift_mask((hp, wp), window, shift, x.device, x.dtype)  # nW, N, N
+            mask = shifted_window_attn_mask((hp, wp), window, shift, x.device, x.dtype)  # nW, N, N
         windows, _ = window_partition(x, window)  # B*nW, Mh*Mw, C (pads when not shifted)
         windows = self.attn(windows, self.attn.window_bias(window, mask))
         if not shifted:
