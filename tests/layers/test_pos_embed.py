@@ -139,3 +139,17 @@ class TestModuleCache:
         torch.testing.assert_close(out[0, 1:], grid[:3, :5].reshape(15, 16))
         with pytest.raises(ValueError, match='larger than the absolute PE grid'):
             pe((9, 4))
+
+
+def test_cache_is_bounded_lru():
+    from vitpe_mm.layers import DerivedTensorCache
+    cache = DerivedTensorCache(max_entries=3)
+    src = torch.zeros(2)
+    calls = []
+    for key in [1, 2, 3, 1, 4]:  # 1 is used again, so 2 is the least recent when 4 arrives
+        cache.get(key, [src], lambda k=key: calls.append(k) or torch.full((1,), float(k)))
+    assert len(cache) == 3
+    assert calls == [1, 2, 3, 4]
+    cache.get(1, [src], lambda: calls.append('again') or torch.zeros(1))
+    cache.get(2, [src], lambda: calls.append('2 rebuilt') or torch.zeros(1))
+    assert calls[-1] == '2 rebuilt' and 'again' not in calls

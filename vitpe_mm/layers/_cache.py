@@ -1,5 +1,6 @@
 """A per-key cache of tensors derived from parameters, never stale after the parameters change."""
-from typing import Callable, Dict, Hashable, Sequence, Tuple
+from collections import OrderedDict
+from typing import Callable, Hashable, Sequence, Tuple
 
 import torch
 
@@ -10,10 +11,15 @@ class DerivedTensorCache:
     In-place updates (optimizer steps, `load_state_dict`'s copy_) bump a tensor's version counter;
     `.to()` makes new storage. Either invalidates the entry. Nothing is cached while autograd
     records the source tensors (training), since a cached graph cannot be back-propagated twice.
+    At most `max_entries` keys are kept (least recently used dropped first): detection feeds many image
+    sizes, and an unbounded cache would grow with every new one.
     """
 
-    def __init__(self) -> None:
-        self._entries: Dict[Hashable, Tuple[Tuple, torch.Tensor]] = {}
+    def __init__(self, max_entries: int = 32) -> None:
+        if max_entries <= 0:
+            raise ValueError(f'max_entries must be positive, got {max_entries}')
+        self.max_entries = max_entries
+        self._entries: "OrderedDict[Hashable, Tuple[Tuple, torch.Tensor]]" = OrderedDict()
 
     @staticmethod
     def _signature(sources: Sequence[torch.Tensor]) -> Tuple:
@@ -29,6 +35,9 @@ class DerivedTensorCache:
         if entry is None or entry[0] != signature:
             entry = (signature, fn().detach())
             self._entries[key] = entry
+            if len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(key)
         return entry[1]
 
     def clear(self) -> None:
