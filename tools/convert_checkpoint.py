@@ -85,8 +85,14 @@ def main(argv=None) -> int:
     parser.add_argument('--allow-unexpected', action='store_true', help='ignore keys the model does not have')
     parser.add_argument('--overwrite', action='store_true', help='replace DST if it exists')
     args = parser.parse_args(argv)
-    report = convert(args.src, args.dst, args.model, args.arch, args.format, _parse_set(args.set),
-                     args.allow_unexpected, args.overwrite)
+    extra = _parse_set(args.set)
+    arch = extra.pop('arch', args.arch)
+    try:
+        report = convert(args.src, args.dst, args.model, arch, args.format, extra, args.allow_unexpected,
+                         args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # CheckpointError is a ValueError
+        print(f'convert_checkpoint: error: {err}', file=sys.stderr)
+        return 2
     print(f'{args.src} ({report["format"]} format) -> {args.dst}: {report["num_tensors"]} tensors; '
           f'{len(report["missing_keys"])} missing (kept initialised): {", ".join(report["missing_keys"][:8])}')
     return 0
