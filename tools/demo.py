@@ -95,7 +95,10 @@ def format_metrics(metrics: Dict[str, float]) -> str:
     if other:
         width = max(len(k) for k in other)
         lines += [f'{k:{width}}  {v:.3f}' for k, v in other.items()]
-    return '\n'.join(lines) if lines else '(no metrics: the evaluator returned nothing)'
+    if not lines:  # mmdet's CocoMetric returns nothing when no prediction passed the score threshold
+        return ('(no metrics: the model predicted nothing above the score threshold; train longer, '
+                'e.g. without --max-iters)')
+    return '\n'.join(lines)
 
 
 def _last_checkpoint(work_dir: Path) -> Optional[str]:
