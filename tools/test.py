@@ -117,18 +117,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """Runs the test loop and returns its metrics; a configuration error (missing data / checkpoint, bad option)
     exits with status 2 and one message."""
     args = parse_args(argv)
-    from vitpe_mm.engine import build_runner, init_distributed
+    from vitpe_mm.engine import build_runner
 
     try:
         cfg = setup_test_cfg(args)
     except (FileNotFoundError, ValueError) as err:  # what the user has to fix: one message, no traceback
         print(f'test.py: error: {err}', file=sys.stderr)
         sys.exit(2)
-    if cfg.default_scope == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-    init_distributed(cfg, args.launcher)
-    runner = build_runner(cfg)
+    runner = build_runner(cfg)  # starts the process group for a distributed run
     if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

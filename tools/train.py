@@ -88,7 +88,7 @@ def setup_train_cfg(args: argparse.Namespace):
 def main(argv: Optional[List[str]] = None) -> None:
     """Trains; a configuration error (missing data / checkpoint, bad option) exits with status 2 and one message."""
     args = parse_args(argv)
-    from vitpe_mm.engine import build_runner, init_distributed
+    from vitpe_mm.engine import build_runner
     from vitpe_mm.engine.distributed import destroy_process_group
 
     try:
@@ -96,11 +96,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (FileNotFoundError, ValueError) as err:  # what the user has to fix: one message, no traceback
         print(f'train.py: error: {err}', file=sys.stderr)
         sys.exit(2)
-    if cfg.default_scope == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-    init_distributed(cfg, args.launcher)
-    runner = build_runner(cfg)
+    runner = build_runner(cfg)  # starts the process group for a distributed run
     runner.train()
     destroy_process_group()  # a gloo group left to the interpreter's exit can abort the process
 

@@ -187,18 +187,18 @@ def add_iteration_seed_hook(cfg: Config) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Fitting the config to the machine
 # ----------------------------------------------------------------------------------------------------------------
-def replace_sync_bn(node: Any) -> int:
-    """Replaces norm_cfg types SyncBN / MMSyncBN by BN in a (model) config, in place. Returns how many."""
+def replace_sync_bn(node: Any, new_type: str = 'BN') -> int:
+    """Replaces norm_cfg types SyncBN / MMSyncBN by `new_type` in a (model) config, in place. Returns how many."""
     count = 0
     if isinstance(node, dict):
         if node.get('type') in SYNC_BN_TYPES:
-            node['type'] = 'BN'
+            node['type'] = new_type
             count += 1
         for value in node.values():
-            count += replace_sync_bn(value)
-    elif isinstance(node, list):
+            count += replace_sync_bn(value, new_type)
+    elif isinstance(node, (list, tuple)):
         for value in node:
-            count += replace_sync_bn(value)
+            count += replace_sync_bn(value, new_type)
     return count
 
 
@@ -322,8 +322,16 @@ def _wrap_load_checkpoint(load: Callable) -> Callable:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """`SafeLoadRunner.from_cfg(cfg)`, or the config's `runner_type` from the registry (its `load_checkpoint`
-    then gets the same allowlist)."""
+    """The runner for a config readied by `load_config` / `fit_to_machine`.
+
+    Starts the process group on CPU for a distributed `cfg.launcher` (`init_distributed`), limits torch.compile's
+    recompilations as mmdet's tools do, and builds `SafeLoadRunner.from_cfg(cfg)`, or the config's `runner_type`
+    from the registry (its `load_checkpoint` then gets the same allowlist).
+    """
+    if cfg.get('default_scope') == 'mmdet':
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
+    init_distributed(cfg, cfg.get('launcher', 'none'))
     if 'runner_type' not in cfg:
         return SafeLoadRunner.from_cfg(cfg)
     runner = RUNNERS.build(cfg)
