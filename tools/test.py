@@ -118,6 +118,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     exits with status 2 and one message."""
     args = parse_args(argv)
     from vitpe_mm.engine import build_runner
+    from vitpe_mm.engine.distributed import destroy_process_group
 
     try:
         cfg = setup_test_cfg(args)
@@ -128,7 +129,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    return runner.test()
+    metrics = runner.test()
+    destroy_process_group()  # a gloo group left to the interpreter's exit can abort the process
+    return metrics
 
 
 if __name__ == '__main__':
