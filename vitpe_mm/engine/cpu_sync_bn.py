@@ -21,9 +21,9 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['CPUSyncBatchNorm', 'use_cpu_sync_bn']
+from .runner import replace_sync_bn
 
-SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
+__all__ = ['CPUSyncBatchNorm', 'use_cpu_sync_bn']
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -99,27 +99,13 @@ class CPUSyncBatchNorm(_BatchNorm):
         return out
 
 
-def _replace_sync_bn(node: Any) -> int:
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') in SYNC_BN_TYPES:
-            node['type'] = 'CPUSyncBN'
-            count += 1
-        for value in node.values():
-            count += _replace_sync_bn(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            count += _replace_sync_bn(value)
-    return count
-
-
 def use_cpu_sync_bn(cfg: Config, launcher: str, cuda: Optional[bool] = None) -> int:
     """For a distributed run (`launcher` other than 'none') on a machine without CUDA, turns the model's SyncBN /
     MMSyncBN norm_cfgs into CPUSyncBN (in place) and logs it. Returns how many were changed."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda or launcher == 'none':
         return 0
-    count = _replace_sync_bn(cfg.get('model'))
+    count = replace_sync_bn(cfg.get('model'), new_type='CPUSyncBN')
     if count:
         print_log(f'no CUDA device: {count} SyncBN norm_cfg(s) -> CPUSyncBN (batch statistics synchronised over '
                   'the processes with gloo, as SyncBN on GPUs)', logger='current', level=logging.WARNING)
