@@ -51,3 +51,7 @@ optim_wrapper = dict(
         'norm': dict(decay_mult=0.),
     }),
     clip_grad=None)
+
+# lr is set for 32 images per iteration (8 GPUs x 4); enable=True (tools/train.py --auto-scale-lr) rescales it
+# linearly for another total batch size.
+auto_scale_lr = dict(enable=False, base_batch_size=32)

@@ -53,3 +53,7 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
 ]
+
+# lr is set for 16 images per iteration (8 GPUs x 2); enable=True (tools/train.py --auto-scale-lr) rescales it
+# linearly for another total batch size.
+auto_scale_lr = dict(enable=False, base_batch_size=16)
