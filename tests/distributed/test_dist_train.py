@@ -17,7 +17,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -130,29 +130,44 @@ class Launch:
         return self.output[-chars:]
 
 
-def launch(cmd: List[str], cwd: Path, env: Dict[str, str] = None, timeout: float = LAUNCH_TIMEOUT) -> Launch:
-    """Runs `cmd` in its own session (so that a timeout kills torchrun and all its workers), one thread per process."""
-    full_env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+def launch_many(commands: List[Tuple[List[str], Dict[str, str]]], cwd: Path,
+                timeout: float = LAUNCH_TIMEOUT) -> Launch:
+    """Runs (command, extra environment) pairs at the same time, each in its own session (a timeout kills torchrun
+    and all its workers), one thread per process. The return code is the first non-zero one."""
+    base_env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                     PYTHONPATH=os.pathsep.join([str(PROBE_DIR), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep),
                     PORT=str(free_port()), **PYCACHE)
     if PYCACHE:  # compiled once, by the first launch, rather than by every process
-        full_env.pop('PYTHONDONTWRITEBYTECODE', None)
-    full_env.update(env or {})
+        base_env.pop('PYTHONDONTWRITEBYTECODE', None)
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f'{" ".join(map(str, cmd))} did not finish within {timeout} s:\n{output[-4000:]}')
-    return Launch(proc.returncode, output, time.time() - start)
+    procs = [subprocess.Popen(cmd, cwd=cwd, env=dict(base_env, **env), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True) for cmd, env in commands]
+    outputs = []
+    for proc, (cmd, _) in zip(procs, commands):
+        try:
+            outputs.append(proc.communicate(timeout=max(1.0, start + timeout - time.time()))[0])
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            pytest.fail(f'{" ".join(map(str, cmd))} did not finish within {timeout} s:\n'
+                        f'{proc.communicate()[0][-4000:]}')
+    returncode = next((p.returncode for p in procs if p.returncode), 0)
+    return Launch(returncode, '\n'.join(outputs), time.time() - start)
 
 
-def dist_train(config: Path, work_dir: Path, *args: str, nproc: int = 2) -> Launch:
-    return launch(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(config), str(nproc), '--work-dir',
-                   str(work_dir), *args], cwd=work_dir.parent)
+def launch(cmd: List[str], cwd: Path, env: Dict[str, str] = None, timeout: float = LAUNCH_TIMEOUT) -> Launch:
+    return launch_many([(cmd, env or {})], cwd, timeout)
+
+
+def dist_train(config: Path, work_dir: Path, *args: str, nproc: int = 2, nnodes: int = 1) -> Launch:
+    """`bash tools/dist_train.sh CONFIG NPROC ...`; with `nnodes` > 1, that many at once with NNODES / NODE_RANK /
+    MASTER_ADDR / PORT set, as on several machines (here all on this one)."""
+    cmd = ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(config), str(nproc), '--work-dir', str(work_dir), *args]
+    if nnodes == 1:
+        return launch(cmd, cwd=work_dir.parent)
+    node_env = dict(NNODES=str(nnodes), MASTER_ADDR='127.0.0.1', PORT=str(free_port()))
+    return launch_many([(cmd, dict(node_env, NODE_RANK=str(rank))) for rank in range(nnodes)], cwd=work_dir.parent)
 
 
 def single_train(config: Path, work_dir: Path) -> Launch:
@@ -264,16 +279,19 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def two_rank_run(tmp: Path, body: str, data: Path) -> dict:
+def two_rank_run(tmp: Path, body: str, data: Path, *args: str, nproc: int = 2, nnodes: int = 1) -> dict:
     probe, work_dir = tmp / 'probe', tmp / 'work'
     config = write_config(tmp / 'model.py', body, data, probe)
-    return dict(config=config, data=data, probe=probe, work_dir=work_dir, launch=dist_train(config, work_dir))
+    return dict(config=config, data=data, probe=probe, work_dir=work_dir,
+                launch=dist_train(config, work_dir, *args, nproc=nproc, nnodes=nnodes))
 
 
 @pytest.fixture(scope='module')
 def mask_rcnn_run(tmp_path_factory, data_root) -> dict:
-    """Mask R-CNN + CPVT-v2, 2 ranks x 1 image, 4 iterations, validation at the end."""
-    return two_rank_run(tmp_path_factory.mktemp('mask_rcnn'), MASK_RCNN, data_root)
+    """Mask R-CNN + CPVT-v2 on 2 'nodes' x 1 process x 1 image (NNODES=2, NODE_RANK=0/1), learning rate scaled
+    (--auto-scale-lr), 4 iterations, validation at the end."""
+    return two_rank_run(tmp_path_factory.mktemp('mask_rcnn'), MASK_RCNN, data_root, '--auto-scale-lr', nproc=1,
+                        nnodes=2)
 
 
 @pytest.fixture(scope='module')
@@ -285,12 +303,17 @@ def upernet_run(tmp_path_factory, data_root) -> dict:
 # ------------------------------------------------------------------------------------------------------------------
 # Tests
 # ------------------------------------------------------------------------------------------------------------------
-def test_mask_rcnn_two_ranks_train_and_test(mask_rcnn_run, data_root, tmp_path):
-    """Both ranks finish with identical weights; only rank 0 writes; tools/dist_test.sh gathers the predictions of
-    both ranks: one per validation image, each the same as a one-process evaluation's."""
+def test_mask_rcnn_two_nodes_train_and_test(mask_rcnn_run, data_root, tmp_path):
+    """Two 'nodes' (NNODES=2) of one process: both ranks finish with identical weights; only rank 0 writes; the lr
+    is scaled for the total batch; tools/dist_test.sh (2 processes) gathers the predictions of both ranks: one per
+    validation image, each the same as a one-process evaluation's."""
     run = mask_rcnn_run
     check_two_rank_training(run, ('loss', 'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'))
     assert "no CUDA device: env_cfg.dist_cfg.backend 'nccl' -> 'gloo'" in run['launch'].output
+    # the config's lr 1e-3 is for auto_scale_lr.base_batch_size=16 images; 2 nodes x 1 process x 1 image = 2
+    (scalars,) = run['work_dir'].glob('*/vis_data/scalars.json')
+    lrs = {json.loads(line).get('lr') for line in scalars.read_text().splitlines()} - {None}
+    assert lrs and all(lr == pytest.approx(1e-3 * 2 / 16) for lr in lrs), lrs
     checkpoint = run['work_dir'] / f'iter_{ITERS}.pth'
 
     dist_out, dist_dir = tmp_path / 'dist.pkl', tmp_path / 'dist_test'
@@ -441,6 +464,7 @@ def test_killed_rank_stops_the_job_and_resume_continues(upernet_run, tmp_path):
     end = time.time()
     assert proc.returncode != 0, proc.tail()
     killed = json.loads((probe / 'killed_rank1.json').read_text())
+    print(f'the job stopped {end - killed["time"]:.1f} s after rank 1 was killed')
     assert end - killed['time'] < 60, f'the job took {end - killed["time"]:.0f} s to stop after the kill'
     assert sorted(probe_losses(probe, 0)) == list(range(1, ITERS))  # rank 0 got no further than iteration 3
     ckpt_path = work_dir / f'iter_{CKPT_INTERVAL}.pth'
