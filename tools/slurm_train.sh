@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Training on a Slurm cluster with srun (as mmdet's / mmseg's slurm_train.sh).
+# Training on a Slurm cluster with srun (as mmdet's / mmseg's slurm_train.sh): GPUS tasks in all,
+# GPUS_PER_NODE per node, one GPU each; the first node hosts rank 0 (MASTER_PORT, default 29500: set another one
+# for a second job on the same nodes). GRES='' leaves out --gres (CPU-only partition: the tasks talk over gloo).
 #   [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args]
 set -euo pipefail
 set -x
@@ -15,6 +17,7 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
+GRES=${GRES-gpu:$GPUS_PER_NODE}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="$ROOT/.venv/bin/python"
 [ -x "$PYTHON" ] || PYTHON=python
@@ -23,7 +26,7 @@ PYTHON="$ROOT/.venv/bin/python"
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
+    ${GRES:+--gres="$GRES"} \
     --ntasks="$GPUS" \
     --ntasks-per-node="$GPUS_PER_NODE" \
     --cpus-per-task="$CPUS_PER_TASK" \

@@ -406,7 +406,8 @@ def test_upernet_two_ranks_train_and_slurm_test(upernet_run, tmp_path):
     assert proc.returncode == 0, proc.tail()
     assert 'rank 1 of 2' in proc.output and 'backend gloo' in proc.output
     srun_opts = json.loads((bin_dir / 'srun_options.json').read_text())
-    assert srun_opts['--ntasks'] == '2' and srun_opts['--kill-on-bad-exit'] == '1'
+    assert srun_opts['--ntasks'] == srun_opts['--ntasks-per-node'] == '2' and srun_opts['--gres'] == 'gpu:2'
+    assert srun_opts['--kill-on-bad-exit'] == '1'  # one task dying ends the job
 
     single_out = tmp_path / 'single_masks'
     metrics = single_test(run['config'], checkpoint, tmp_path / 'single_test', single_out)
