@@ -3,7 +3,8 @@ away from the resolution it was trained at?
 
     python tools/eval_resolutions.py CONFIG CKPT [CKPT ...] --scales 0.5x 0.75x 1x 1.5x 2x
     python tools/eval_resolutions.py configs/cpvt_maskrcnn.py work_dirs/a/epoch_12.pth --scales 800x480 1333x800
-    python tools/eval_resolutions.py SEG_CONFIG A.pth B.pth --labels peg abs --mode slide --scales 1x 1.5x
+    python tools/eval_resolutions.py SEG_CONFIG A.pth B.pth --labels a b --mode slide --scales 1x 1.5x
+    python tools/eval_resolutions.py PEG_CONFIG peg.pth --also ABS_CONFIG abs.pth --labels peg abs --scales 1x 2x
     bash tools/dist_test.sh ... # or: torchrun --nproc_per_node 8 tools/eval_resolutions.py ... --launcher pytorch
 
 Scales: WxH (the test Resize scale, w first as in the configs), N (NxN), or a factor of the config's own test scale
@@ -11,7 +12,8 @@ Scales: WxH (the test Resize scale, w first as in the configs), N (NxN), or a fa
 exactly. Segmentation: --mode whole (the backbone sees the whole resized image) or slide (training-size windows,
 --crop-size / --stride; default: the config's test_cfg).
 
-For every checkpoint and scale it prints progress, then a table (bbox AP, AP_S/M/L, mask AP | mIoU, aAcc, mAcc)
+Every checkpoint must hold the weights of its config's model (a checkpoint trained with another pe_type needs
+its own config: --also CONFIG CHECKPOINT). For every checkpoint and scale it prints progress, then a table (bbox AP, AP_S/M/L, mask AP | mIoU, aAcc, mAcc)
 and writes resolutions.{csv,json,md,png} to --out-dir. A scale a model cannot run (e.g. pe_type='abs_nointerp'
 with a grid larger than its table) is recorded as n/a. The test configs are set up by tools/test.py's own code
 (same checks, same machine fitting, same launchers).
@@ -37,8 +39,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoints', nargs='+', help='checkpoint file(s) to evaluate with the config')
     parser.add_argument('--scales', nargs='+', required=True,
                         help='test scales: WxH, N, or factors of the config\'s test scale (0.5x 1x 1.5x)')
-    parser.add_argument('--labels', nargs='+', help='names of the checkpoints in the table and plot '
-                        '(default: their file names)')
+    parser.add_argument('--also', nargs=2, action='append', default=[], metavar=('CONFIG', 'CHECKPOINT'),
+                        help='another checkpoint with its own config (e.g. another pe_type); repeatable')
+    parser.add_argument('--labels', nargs='+', help='names of the checkpoints (positional ones, then --also ones) '
+                        'in the table and plot (default: their file names)')
     parser.add_argument('--out-dir', help='where resolutions.{csv,json,md,png} and the runs\' logs go '
                         '(default: work_dirs/eval_resolutions/<config name>)')
     parser.add_argument('--mode', choices=('whole', 'slide'),
@@ -58,8 +62,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--verbose', action='store_true', help="keep mmengine's full logging for every run")
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
-    if args.labels is not None and len(args.labels) != len(args.checkpoints):
-        parser.error(f'--labels names {len(args.labels)} checkpoint(s), {len(args.checkpoints)} given')
+    args.runs = [(args.config, c) for c in args.checkpoints] + [tuple(pair) for pair in args.also]
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        parser.error(f'--labels names {len(args.labels)} checkpoint(s), {len(args.runs)} given')
     if args.labels is not None and len(set(args.labels)) != len(args.labels):
         parser.error('--labels must be distinct')
     if (args.crop_size or args.stride) and args.mode != 'slide':
@@ -89,17 +94,19 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
 
     test_tool = load_tool('test')
     out_dir = Path(args.out_dir or Path('work_dirs') / 'eval_resolutions' / Path(args.config).stem)
-    labels = args.labels or checkpoint_labels(args.checkpoints)
+    labels = args.labels or checkpoint_labels([checkpoint for _, checkpoint in args.runs])
     cfgs = {}
     try:
         specs = parse_scales(args.scales)
-        for label, checkpoint in zip(labels, args.checkpoints):
-            test_args = test_tool.parse_args([args.config, checkpoint, '--launcher', args.launcher,
+        for label, (config, checkpoint) in zip(labels, args.runs):
+            test_args = test_tool.parse_args([config, checkpoint, '--launcher', args.launcher,
                                               '--work-dir', str(out_dir / 'runs')])
             test_args.cfg_options = args.cfg_options
             cfgs[label] = test_tool.setup_test_cfg(test_args)
         first = next(iter(cfgs.values()))
         toolbox = first.default_scope
+        if any(cfg.default_scope != toolbox for cfg in cfgs.values()):
+            raise ValueError('--also configs must be of the same toolbox as CONFIG (all mmdet or all mmseg)')
         scales = scales_for(first, specs)  # a bad pipeline or scale fails here, before any runner
         if args.mode is not None and toolbox != 'mmseg':
             raise ValueError(f'--mode is for segmentation (mmseg) configs; {args.config} is an {toolbox} config')
@@ -112,13 +119,14 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         print(f'eval_resolutions.py: error: {err}', file=sys.stderr)
         sys.exit(2)
 
-    if toolbox == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-    init_distributed(first, args.launcher)
+    init_distributed(first, args.launcher)  # now, so that only the main process prints (build_runner would later)
     start = time.time()
-    rows = evaluate_at_scales(cfgs, specs, keep_ratio=args.keep_ratio, mode=args.mode, crop_size=args.crop_size,
-                              stride=args.stride, verbose=args.verbose)
+    try:
+        rows = evaluate_at_scales(cfgs, specs, keep_ratio=args.keep_ratio, mode=args.mode, crop_size=args.crop_size,
+                                  stride=args.stride, verbose=args.verbose)
+    except ValueError as err:  # a checkpoint of another model than its config's
+        print(f'eval_resolutions.py: error: {err}', file=sys.stderr)
+        sys.exit(2)
     if not is_main_process():
         return rows
 
@@ -127,7 +135,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         title += f', {args.mode or first.model.get("test_cfg", {}).get("mode", "whole")} inference'
     table = format_table(rows, columns)
     print('\n' + table + '\n')
-    meta = dict(config=args.config, toolbox=toolbox, checkpoints=dict(zip(labels, args.checkpoints)),
+    meta = dict(config=args.config, toolbox=toolbox, checkpoints={lab: c for lab, (_, c) in zip(labels, args.runs)},
+                configs={lab: cfg for lab, (cfg, _) in zip(labels, args.runs)},
                 scales=[s.text for s in specs], reference_scale=reference_scale(first),
                 keep_ratio=args.keep_ratio, mode=args.mode, crop_size=args.crop_size, stride=args.stride,
                 seconds=round(time.time() - start, 1))

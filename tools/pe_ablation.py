@@ -65,6 +65,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--smoke', action='store_true',
                         help='minimal budget for testing: ' + ', '.join(f'{k}={v}' for k, v in SMOKE.items()))
     parser.add_argument('--verbose', action='store_true', help="keep mmengine's full logging")
+    parser.add_argument('--report-only', action='store_true',
+                        help='no training or testing: rewrite results.md and plot.png from OUT_DIR/results.json')
     args = parser.parse_args(argv)
     if args.smoke:
         defaults = {a.dest: a.default for a in parser._actions}
@@ -112,10 +114,16 @@ def write_results(out_dir: Path, rows: List[Dict], meta: Dict) -> List[Path]:
              f'images; tested on {meta["val_images"]} validation images resized to factor x {meta["train_size"]} '
              'squares, whole-image inference (the backbone sees grids factor x the training grid). mIoU over the 15 '
              'drawn classes, in %. n/a: the model cannot run at that scale.', '',
-             '## mIoU (change from the training scale in brackets)', '', format_pivot(rows, miou), '',
-             '## aAcc', '', format_pivot(rows, aacc), '',
-             '## Largest drop / gain in mIoU away from the training scale', '',
-             '| PE | mIoU at 1x | worst change | best change | n/a at |', '| --- | ---: | ---: | ---: | --- |']
+             '## mIoU (change from the training scale in brackets)', '', format_pivot(rows, miou), '']
+    if any(r['label'] == 'none' and r['status'] == 'ok' for r in rows) and len({r['label'] for r in rows}) > 1:
+        lines += ['## mIoU minus the no-PE arm at the same scale', '',
+                  'The test resolution changes more than the grid the PE sees: the objects\' size in pixels and the '
+                  'output resolution change too, and every arm shares those effects. The difference from the arm '
+                  'without PE at the same scale leaves what each encoding adds (or costs) at that resolution.', '',
+                  format_pivot(rows, miou, baseline='none'), '']
+    lines += ['## aAcc', '', format_pivot(rows, aacc), '',
+              '## Largest drop / gain in mIoU away from the training scale', '',
+              '| PE | mIoU at 1x | worst change | best change | n/a at |', '| --- | ---: | ---: | ---: | --- |']
     for s in summary:
         worst = f'{s["worst"][0]:+.2f} at {s["worst"][1]:g}x' if s['worst'] else '-'
         best = f'{s["best"][0]:+.2f} at {s["best"][1]:g}x' if s['best'] else '-'
@@ -162,6 +170,17 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     out_dir = Path(args.out_dir)
+    if args.report_only:
+        from vitpe_mm.analysis import read_json
+        if not (out_dir / 'results.json').is_file():
+            print(f'pe_ablation.py: error: {out_dir / "results.json"} not found (run the ablation first)',
+                  file=sys.stderr)
+            sys.exit(2)
+        payload = read_json(out_dir / 'results.json')
+        meta = {k: v for k, v in payload['meta'].items() if k != 'summary_mIoU'}
+        written = write_results(out_dir, payload['rows'], meta)
+        print('written: ' + ', '.join(str(p) for p in written))
+        return payload['rows']
     work_root = Path(args.work_dir) if args.work_dir else out_dir / 'runs'
     try:
         specs = parse_scales(args.scales)

@@ -58,6 +58,15 @@ def test_pivot_deltas_from_the_reference_scale():
     assert nointerp == ['abs_nointerp', '30.00 (-12.00)', '42.00', 'n/a']
 
 
+def test_pivot_against_a_baseline():
+    pivot = format_pivot(seg_rows(), SEG_COLUMNS[0], baseline='peg')
+    lines = pivot.splitlines()
+    assert lines[0].split('|')[1].strip() == 'mIoU - peg' and len(lines) == 3  # the baseline's line is left out
+    assert [c.strip() for c in lines[2].split('|')[1:-1]] == ['abs_nointerp', '-10.12', '-3.50', 'n/a']
+    with pytest.raises(ValueError, match='baseline'):
+        format_pivot(seg_rows(), SEG_COLUMNS[0], baseline='sincos')
+
+
 def test_csv_and_json_round_trip(tmp_path):
     rows = seg_rows()
     write_csv(tmp_path / 'r.csv', rows, SEG_COLUMNS)

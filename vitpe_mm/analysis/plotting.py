@@ -88,8 +88,7 @@ def save_tiled_maps(maps: np.ndarray, path: str, title: str = '', vmin: Optional
     plt = _pyplot()
     side = min(9.0, max(3.5, 0.35 * max(qh, qw) * max(1.0, min(h, w) / 6)))
     fig, ax = plt.subplots(figsize=(side * qw / max(qh, qw) + 1.2, side * qh / max(qh, qw)))
-    cm = plt.get_cmap(cmap).copy()
-    cm.set_bad('white')
+    cm = plt.get_cmap(cmap).with_extremes(bad='white')
     vmin = float(np.nanmin(maps)) if vmin is None else vmin
     vmax = float(np.nanmax(maps)) if vmax is None else vmax
     image = ax.imshow(np.ma.masked_invalid(mosaic), cmap=cm, vmin=vmin, vmax=vmax, interpolation='nearest')

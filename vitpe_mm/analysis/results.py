@@ -105,15 +105,22 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[MetricColu
 
 
 def format_pivot(rows: Sequence[Mapping[str, Any]], column: MetricColumn, reference_factor: float = 1.0,
-                 with_delta: bool = True) -> str:
+                 with_delta: bool = True, baseline: Optional[str] = None) -> str:
     """A Markdown table with one line per checkpoint and one column per test scale for one metric.
 
     With `with_delta`, each value is followed by its change from the value at `reference_factor` (the training
-    / config scale), e.g. `41.2 (-3.1)`; scales the model cannot run show 'n/a'.
+    / config scale), e.g. `41.2 (-3.1)`. With `baseline` (a label), each cell is instead the difference from that
+    checkpoint at the same scale (e.g. a PE type against no PE: what the encoding adds at each resolution), and
+    the baseline's own line is left out. Scales a model cannot run show 'n/a'.
     """
-    labels = list(dict.fromkeys(r['label'] for r in rows))
+    labels = [lab for lab in dict.fromkeys(r['label'] for r in rows) if lab != baseline]
     scales = sorted({(r['factor'], r['scale']) for r in rows})
-    header = [f'{column.name} \\ scale'] + [f'{s} ({f:g}x)' for f, s in scales]
+    base = {(r['factor'], r['scale']): r.get(column.name) for r in rows
+            if baseline is not None and r['label'] == baseline and r['status'] == STATUS_OK}
+    if baseline is not None and not base:
+        raise ValueError(f'baseline {baseline!r} has no evaluated row')
+    header = [f'{column.name} \\ scale' if baseline is None else f'{column.name} - {baseline}'] + \
+        [f'{s} ({f:g}x)' for f, s in scales]
     body = []
     for label in labels:
         mine = {(r['factor'], r['scale']): r for r in rows if r['label'] == label}
@@ -127,6 +134,9 @@ def format_pivot(rows: Sequence[Mapping[str, Any]], column: MetricColumn, refere
                 cells.append('')
             elif row['status'] != STATUS_OK or row.get(column.name) is None:
                 cells.append(STATUS_NA if row['status'] != STATUS_OK else '-')
+            elif baseline is not None:
+                other = base.get(key)
+                cells.append('-' if other is None else f'{row[column.name] - other:+.{column.digits}f}')
             else:
                 value = row[column.name]
                 text = _cell(value, column.digits)

@@ -3,7 +3,8 @@
 The caller prepares one test config per checkpoint as tools/test.py does (`setup_test_cfg`: data and checkpoint
 checks, machine fitting, `load_from`); `evaluate_at_scales` then, for every scale, copies it, writes the scale into
 the test `Resize` (and the mmseg inference mode), builds a runner with `vitpe_mm.engine.build_runner` and tests.
-A scale the model cannot run (e.g. an 'abs_nointerp' PE asked for a grid larger than its table raises a
+Every checkpoint must hold exactly the weights of its config's model (`check_checkpoint_matches`). A scale the
+model cannot run (e.g. an 'abs_nointerp' PE asked for a grid larger than its table raises a
 ValueError, or memory runs out) becomes an 'n/a' row carrying the error, instead of ending the sweep.
 
 In a distributed run every process evaluates its share of the images and the evaluator gathers them, as
@@ -11,6 +12,7 @@ tools/test.py; an error must then happen on every process alike (it does for a g
 test images share a size, e.g. keep_ratio=False).
 """
 import copy
+import itertools
 import logging
 import re
 import time
@@ -23,13 +25,44 @@ from .progress import ProgressHook  # noqa: F401  (registers the hook)
 from .results import MetricColumn, columns_for, metric_row
 from .scales import ScaleSpec, TestScale, apply_test_scale, reference_scale, resolve_scales, set_inference_mode
 
-__all__ = ['evaluate_at_scales', 'prepare_scale_config', 'scales_for']
+__all__ = ['check_checkpoint_matches', 'evaluate_at_scales', 'prepare_scale_config', 'scales_for']
 
 Progress = Optional[Callable[[str], None]]
+_RUN_IDS = itertools.count()  # experiment names unique within the process (mmengine keys its instances by them)
 
 
 def _safe_name(text: str) -> str:
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_') or 'run'
+
+
+def _checkpoint_keys(path: str, cache: Dict[str, set]) -> set:
+    if path not in cache:
+        import torch
+
+        from vitpe_mm.engine import mmengine_checkpoint_globals
+        with mmengine_checkpoint_globals():
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+        cache[path] = {k[len('module.'):] if k.startswith('module.') else k for k in state}
+    return cache[path]
+
+
+def check_checkpoint_matches(model: Any, checkpoint: str, cache: Optional[Dict[str, set]] = None) -> None:
+    """Raises a ValueError when `checkpoint`'s weights are not exactly those of `model`.
+
+    mmengine loads test checkpoints non-strictly (missing weights keep their initialisation, with a warning only),
+    so a checkpoint of another model, e.g. one trained with another `pe_type`, would be evaluated half random.
+    """
+    model = getattr(model, 'module', model)  # DDP / MMDistributedDataParallel
+    own = set(model.state_dict())
+    saved = _checkpoint_keys(str(checkpoint), {} if cache is None else cache)
+    missing, unexpected = sorted(own - saved), sorted(saved - own)
+    if missing or unexpected:
+        raise ValueError(
+            f'{checkpoint} does not hold the weights of the config\'s model: {len(missing)} missing '
+            f'({", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}), {len(unexpected)} unexpected '
+            f'({", ".join(unexpected[:4])}{" ..." if len(unexpected) > 4 else ""}). Evaluate it with the config '
+            'it was trained with (e.g. another pe_type: the config saved in its work_dir).')
 
 
 def scales_for(cfg: Mapping, specs: Sequence[ScaleSpec]) -> List[TestScale]:
@@ -80,12 +113,12 @@ def evaluate_at_scales(cfgs: Mapping[str, Any], specs: Sequence[ScaleSpec], keep
         raise ValueError(f'all checkpoints must be evaluated with configs of one toolbox, got {sorted(toolboxes)}')
     columns: Sequence[MetricColumn] = columns_for(toolboxes.pop())
     plan = [(label, cfg, scale) for label, cfg in cfgs.items() for scale in scales_for(cfg, specs)]
-    rows = []
+    rows, key_cache = [], {}
     for step, (label, base_cfg, scale) in enumerate(plan, 1):
         cfg = prepare_scale_config(base_cfg, scale, keep_ratio, mode, crop_size, stride)
         name = f'{_safe_name(label)}@{scale.label}'
         cfg.work_dir = f'{base_cfg.work_dir}/{_safe_name(label)}/{scale.label}'
-        cfg.experiment_name = f'{name}_{step}'
+        cfg.experiment_name = f'{name}_{next(_RUN_IDS)}'
         if isinstance(cfg.get('visualizer'), dict):  # one visualizer per run, not the first run's (named) one
             cfg.visualizer['name'] = cfg.experiment_name
         if not verbose:
@@ -95,8 +128,11 @@ def evaluate_at_scales(cfgs: Mapping[str, Any], specs: Sequence[ScaleSpec], keep
             dict(type='ProgressHook', prefix=prefix, interval=progress_interval)]
         say(f'{prefix}: building the runner')
         start = time.time()
+        runner = build_runner(cfg)
+        if cfg.get('load_from'):
+            check_checkpoint_matches(runner.model, cfg.load_from, key_cache)
         try:
-            metrics = build_runner(cfg).test()
+            metrics = runner.test()
         except (ValueError, RuntimeError) as err:  # the model cannot run at this scale: record it, go on
             reason = f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}'
             print_log(f'{prefix}: n/a ({reason})', logger='current', level=logging.WARNING)
