@@ -265,9 +265,10 @@ def check_two_rank_training(run: dict, log_keys) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module', autouse=True)
 def pycache(tmp_path_factory):
-    """One bytecode cache for all launched processes: with PYTHONDONTWRITEBYTECODE set (as in some CI / sandbox
-    set-ups) every process would compile mmdet / mmseg / torch's sources again, ~20 s of CPU each."""
-    PYCACHE['PYTHONPYCACHEPREFIX'] = str(tmp_path_factory.mktemp('pycache'))
+    """With PYTHONDONTWRITEBYTECODE set (as in some CI / sandbox set-ups) every launched process would compile
+    mmdet / mmseg / torch's sources again, ~20 s of CPU each: then they share one bytecode cache instead."""
+    if os.environ.get('PYTHONDONTWRITEBYTECODE'):
+        PYCACHE['PYTHONPYCACHEPREFIX'] = str(tmp_path_factory.mktemp('pycache'))
     yield
     PYCACHE.clear()
 
