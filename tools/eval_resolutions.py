@@ -13,9 +13,9 @@ exactly. Segmentation: --mode whole (the backbone sees the whole resized image) 
 --crop-size / --stride; default: the config's test_cfg).
 
 Every checkpoint must hold the weights of its config's model (a checkpoint trained with another pe_type needs
-its own config: --also CONFIG CHECKPOINT). For every checkpoint and scale it prints progress, then a table (bbox AP, AP_S/M/L, mask AP | mIoU, aAcc, mAcc)
-and writes resolutions.{csv,json,md,png} to --out-dir. A scale a model cannot run (e.g. pe_type='abs_nointerp'
-with a grid larger than its table) is recorded as n/a. The test configs are set up by tools/test.py's own code
+its own config: --also CONFIG CHECKPOINT). For every checkpoint and scale it prints progress, then a table
+(bbox AP, AP_S/M/L, mask AP | mIoU, aAcc, mAcc) and writes resolutions.{csv,json,md,png} to --out-dir. A scale
+a model cannot run (e.g. pe_type='abs_nointerp' with a grid larger than its table) is recorded as n/a. The test configs are set up by tools/test.py's own code
 (same checks, same machine fitting, same launchers).
 """
 import argparse
@@ -107,7 +107,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         toolbox = first.default_scope
         if any(cfg.default_scope != toolbox for cfg in cfgs.values()):
             raise ValueError('--also configs must be of the same toolbox as CONFIG (all mmdet or all mmseg)')
-        scales = scales_for(first, specs)  # a bad pipeline or scale fails here, before any runner
+        for cfg in cfgs.values():  # a pipeline without one Resize or a factor without a scale fails here
+            scales_for(cfg, specs)
         if args.mode is not None and toolbox != 'mmseg':
             raise ValueError(f'--mode is for segmentation (mmseg) configs; {args.config} is an {toolbox} config')
         columns = columns_for(toolbox)

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitpe_mm.analysis import (SEG_COLUMNS, TestScale, metric_row, plot_metric_vs_scale, save_head_maps, save_map,
-                               save_tiled_maps)
+from vitpe_mm.analysis import SEG_COLUMNS, TestScale, metric_row, plot_metric_vs_scale, save_head_maps, save_tiled_maps
 
 
 def pixel_std(path) -> float:
@@ -29,12 +28,9 @@ def test_maps(tmp_path):
     heads = save_head_maps(rng.normal(size=(5, 7, 7)), tmp_path / 'heads.png', 'bias')
     panels = save_head_maps(rng.normal(size=(2, 7, 7)), tmp_path / 'panels.png', shared_scale=False,
                             symmetric=False, titles=['a', 'b'])
-    single = save_map(rng.normal(size=(4, 9)), tmp_path / 'map.png', 'map')
-    for path in (tiled, heads, panels, single):
+    for path in (tiled, heads, panels):
         assert pixel_std(path) > 10, path
     with pytest.raises(ValueError, match='Qh, Qw, H, W'):
         save_tiled_maps(np.zeros((3, 4, 5)), tmp_path / 'x.png')
     with pytest.raises(ValueError, match='num_heads, H, W'):
         save_head_maps(np.zeros((3, 4)), tmp_path / 'x.png')
-    with pytest.raises(ValueError, match='H, W'):
-        save_map(np.zeros((3, 4, 5)), tmp_path / 'x.png')

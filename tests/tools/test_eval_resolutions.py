@@ -21,6 +21,7 @@ from vitpe_mm.analysis import read_csv
 from vitpe_mm.datasets import ensure_mini_datasets
 from vitpe_mm.engine import load_config
 from vitpe_mm.engine.tool_modules import load_tool
+from test_train_test import one_thread  # noqa: F401,E402  (fixture: in-process tools run on one thread)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,14 +75,6 @@ def models(tmp_path_factory):
         seg_peg=write_model(tmp, 'seg_peg', SEG, data, pe_type='peg'),
         seg_nointerp=write_model(tmp, 'seg_nointerp', SEG, data, pe_type='abs_nointerp'),
         det=write_model(tmp, 'det', DET, data))
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def printed_table(out: str) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .results import STATUS_OK, MetricColumn
 
-__all__ = ['plot_metric_vs_scale', 'save_tiled_maps', 'save_head_maps', 'save_map']
+__all__ = ['plot_metric_vs_scale', 'save_tiled_maps', 'save_head_maps']
 
 
 def _pyplot():
@@ -145,20 +145,4 @@ def save_head_maps(maps: np.ndarray, path: str, title: str = '', cbar_label: str
         fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.046, pad=0.04, label=cbar_label)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _finish(fig, path)
-
-
-def save_map(values: np.ndarray, path: str, title: str = '', cbar_label: str = '', cmap: str = 'magma') -> Path:
-    """Saves one (H, W) map with a colour bar."""
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 2:
-        raise ValueError(f'values must have shape (H, W), got {values.shape}')
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
-    image = ax.imshow(values, cmap=cmap, interpolation='nearest')
-    ax.set_xlabel('column')
-    ax.set_ylabel('row')
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=cbar_label)
-    if title:
-        ax.set_title(title, fontsize=9)
     return _finish(fig, path)

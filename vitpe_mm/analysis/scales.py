@@ -62,8 +62,8 @@ def parse_scale(text: str) -> ScaleSpec:
     else:
         match = _FACTOR.match(text)
         if not match:
-            raise ValueError(f'cannot read the scale {text!r}; accepted: WxH or W,H (e.g. 1333x800), N for NxN, or '
-                             'a factor of the config\'s test scale with a decimal point or a trailing x (0.5, 1.5x, 2x)')
+            raise ValueError(f'cannot read the scale {text!r}; accepted: WxH or W,H (e.g. 1333x800), N for NxN, or a '
+                             'factor of the config\'s test scale with a decimal point or a trailing x (0.5, 1.5x)')
         factor = float(match.group(1) or match.group(2))
         if not 0 < factor <= MAX_FACTOR:
             raise ValueError(f'a scale factor must be in (0, {MAX_FACTOR:g}], got {text!r} (a size is written WxH)')

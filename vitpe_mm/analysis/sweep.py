@@ -13,13 +13,11 @@ test images share a size, e.g. keep_ratio=False).
 """
 import copy
 import itertools
-import logging
 import re
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from mmengine.dist import is_main_process
-from mmengine.logging import print_log
 
 from .progress import ProgressHook  # noqa: F401  (registers the hook)
 from .results import MetricColumn, columns_for, metric_row
@@ -129,13 +127,12 @@ def evaluate_at_scales(cfgs: Mapping[str, Any], specs: Sequence[ScaleSpec], keep
         say(f'{prefix}: building the runner')
         start = time.time()
         runner = build_runner(cfg)
-        if cfg.get('load_from'):
+        if cfg.get('load_from') and '://' not in str(cfg.load_from):
             check_checkpoint_matches(runner.model, cfg.load_from, key_cache)
         try:
             metrics = runner.test()
         except (ValueError, RuntimeError) as err:  # the model cannot run at this scale: record it, go on
             reason = f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}'
-            print_log(f'{prefix}: n/a ({reason})', logger='current', level=logging.WARNING)
             say(f'{prefix}: n/a ({reason})')
             rows.append(metric_row(label, scale, columns, None, note=reason))
             continue
