@@ -22,7 +22,10 @@ model = dict(
         bbox_roi_extractor=dict(out_channels=fpn_channels),
         bbox_head=dict(in_channels=fpn_channels, fc_out_channels=256),
         mask_roi_extractor=dict(out_channels=fpn_channels),
-        mask_head=dict(num_convs=2, in_channels=fpn_channels, conv_out_channels=fpn_channels)))
+        mask_head=dict(num_convs=2, in_channels=fpn_channels, conv_out_channels=fpn_channels)),
+    # fewer proposals and RoIs than COCO needs: a few objects per image, and the mask head dominates CPU time
+    train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=300), rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -1,6 +1,6 @@
 # Demo of configs/mmseg/swinrpb-t_fpn_8xb4-80k_ade20k-512x512.py, small enough for a CPU: shrunk Swin (relative
 # position bias) + Semantic FPN, from scratch, on the mini ADE20K (data/mini_ade,
-# `python tools/make_mini_datasets.py`), 256x256 crops, 200 iterations of batch 4, mIoU at the end; BN instead of
+# `python tools/make_mini_datasets.py`), 256x256 crops, 200 iterations of batch 2, mIoU at the end; BN instead of
 # SyncBN in the head.
 _base_ = ['../mmseg/swinrpb-t_fpn_8xb4-80k_ade20k-512x512.py']
 
@@ -35,7 +35,7 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
+    batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     num_workers=0, persistent_workers=False,

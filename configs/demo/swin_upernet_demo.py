@@ -1,7 +1,7 @@
 # Demo of configs/mmseg/swinrpb-t_upernet_8xb2-160k_ade20k-512x512.py that trains from scratch on a CPU in a few
 # minutes: the same UperNet + Swin (relative position bias) model, shrunk (backbone depth/width, head widths), on
 # the procedurally drawn mini ADE20K (data/mini_ade, made by `python tools/make_mini_datasets.py`), 256x256 crops,
-# 200 iterations of batch 4, mIoU once at the end. BN instead of SyncBN in the heads (CPU, any number of processes).
+# 200 iterations of batch 2, mIoU once at the end. BN instead of SyncBN in the heads (CPU, any number of processes).
 _base_ = ['../mmseg/swinrpb-t_upernet_8xb2-160k_ade20k-512x512.py']
 
 data_root = 'data/mini_ade'
@@ -35,7 +35,7 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
+    batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     num_workers=0, persistent_workers=False,

@@ -1,6 +1,6 @@
 # Demo of configs/mmseg/vitpe-deit-s_upernet_8xb2-160k_ade20k-512x512.py, small enough for a CPU: a 4-block ViT with
 # the simple feature pyramid + UperNet, from scratch, on the mini ADE20K (data/mini_ade,
-# `python tools/make_mini_datasets.py`), 256x256 crops, 200 iterations of batch 4, mIoU at the end; BN heads.
+# `python tools/make_mini_datasets.py`), 256x256 crops, 200 iterations of batch 2, mIoU at the end; BN heads.
 _base_ = ['../mmseg/vitpe-deit-s_upernet_8xb2-160k_ade20k-512x512.py']
 
 data_root = 'data/mini_ade'
@@ -34,7 +34,7 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
+    batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     num_workers=0, persistent_workers=False,
