@@ -11,6 +11,57 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+# On CPU the fused kernel (flash attention for CPU) works on query/key tiles of 32+ tokens: for small windows
+# (Swin's 7x7: 49 x 49 scores) the explicit product is faster, forward and backward. Its backward also runs
+# one (batch, head) pair per thread, so with fewer pairs than threads (PCPVT's single-head first stage at
+# batch 1) the explicit backward is much faster. Measured with tools/benchmark.py (see the commit message).
+CPU_FUSED_MIN_SCORES = 128 * 128
+
+
+def use_fused_attention(q: torch.Tensor, k: torch.Tensor, needs_grad: bool) -> bool:
+    """Whether `attention_with_bias` runs `F.scaled_dot_product_attention` (else the explicit product)."""
+    if q.device.type != 'cpu' or torch.compiler.is_compiling():
+        return True
+    if q.shape[-2] * k.shape[-2] < CPU_FUSED_MIN_SCORES:
+        return False
+    batch_heads = 1
+    for size in q.shape[:-2]:
+        batch_heads *= size
+    return not needs_grad or batch_heads >= torch.get_num_threads()
+
+
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: Optional[torch.Tensor],
+                        dropout_p: float, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) v with the scores materialised, as the references compute it.
+
+    The scale (and a bias that needs no broadcasting over the batch) go into one batched GEMM; q, k, v may be
+    strided views (e.g. of one qkv tensor): nothing is copied and autograd saves no scaled copy of q.
+    """
+    lead, nq, nk = q.shape[:-2], q.shape[-2], k.shape[-2]
+    q3, k3, v3 = (t.reshape(-1, t.shape[-2], t.shape[-1]) for t in (q, k, v))  # views where strides allow
+    fused_bias, rest = None, attn_bias
+    if attn_bias is not None and attn_bias.dtype != torch.bool:
+        lead_bias = attn_bias.shape[:-2]
+        if all(size == 1 for size in lead_bias) or tuple(lead_bias) == tuple(lead):
+            fused_bias, rest = attn_bias.reshape(-1, nq, nk), None
+    if fused_bias is None:
+        attn = torch.baddbmm(q3.new_zeros(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)  # B', Nq, Nk
+    else:
+        attn = torch.baddbmm(fused_bias, q3, k3.transpose(1, 2), alpha=scale)
+    if rest is not None:
+        scores = attn.view(*lead, nq, nk)
+        if rest.dtype == torch.bool:
+            attn = scores.masked_fill(~rest, float('-inf')).view_as(attn)
+        elif rest.dim() == 4 and rest.shape[0] not in (1, scores.shape[0]):
+            scores.view(-1, rest.shape[0], *scores.shape[1:]).add_(rest)  # per-window bias: B*nW -> B, nW
+        else:
+            scores.add_(rest)
+    attn = attn.softmax(dim=-1)
+    if dropout_p > 0.0:
+        attn = F.dropout(attn, dropout_p)
+    return torch.bmm(attn, v3).view(*lead, nq, v.shape[-1])
+
+
 def attention_with_bias(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         attn_bias: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
                         scale: Optional[float] = None) -> torch.Tensor:
@@ -18,21 +69,30 @@ def attention_with_bias(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     `attn_bias` broadcasts to (B, nH, Nq, Nk), or has shape (nW, nH or 1, Nq, Nk) for B = batch * nW
     windows (Swin's per-window masks): the windows are then viewed as (batch, nW, ...) so the bias
-    is never repeated per image.
+    is never repeated per image. Runs `F.scaled_dot_product_attention` on GPUs, under torch.compile and
+    for large CPU problems; the explicit product where the CPU kernel is slow (`use_fused_attention`).
+    Returns (B, nH, Nq, d).
     """
     if attn_bias is not None:
         if attn_bias.dtype.is_floating_point and attn_bias.dtype != q.dtype:
             attn_bias = attn_bias.to(q.dtype)
-        if attn_bias.dim() == 4 and attn_bias.shape[0] not in (1, q.shape[0]):
-            num_windows = attn_bias.shape[0]
-            if q.shape[0] % num_windows:
-                raise ValueError(f'attn_bias holds {num_windows} windows, which does not divide the batch of '
-                                 f'{q.shape[0]} windows')
-            lead = (q.shape[0] // num_windows, num_windows)
+        if attn_bias.dim() == 4 and attn_bias.shape[0] not in (1, q.shape[0]) and q.shape[0] % attn_bias.shape[0]:
+            raise ValueError(f'attn_bias holds {attn_bias.shape[0]} windows, which does not divide the batch of '
+                             f'{q.shape[0]} windows')
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if not use_fused_attention(q, k, needs_grad):
+        return _explicit_attention(q, k, v, attn_bias, dropout_p, scale)
+    if attn_bias is not None and attn_bias.dim() == 4 and attn_bias.shape[0] not in (1, q.shape[0]):
+        num_windows = attn_bias.shape[0]
+        lead = (q.shape[0] // num_windows, num_windows)
+        if q.device.type == 'cpu':
             out = F.scaled_dot_product_attention(
-                q.view(*lead, *q.shape[1:]), k.view(*lead, *k.shape[1:]), v.view(*lead, *v.shape[1:]),
+                q.reshape(*lead, *q.shape[1:]), k.reshape(*lead, *k.shape[1:]), v.reshape(*lead, *v.shape[1:]),
                 attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
-            return out.view(q.shape[0], *out.shape[2:])
+            return out.reshape(q.shape[0], *out.shape[2:])
+        # GPU kernels take 4-D inputs only: repeat the per-window bias for every image
+        attn_bias = attn_bias.repeat(lead[0], 1, 1, 1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
 
 

@@ -5,10 +5,11 @@ multiples of the window, cut into Mh x Mw windows, and, in shifted blocks, rolle
 the mask keeps tokens that were not neighbours before the roll from attending to each other.
 """
 import functools
-from typing import Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ._checks import Size2, to_2tuple
 
@@ -96,3 +97,147 @@ def shifted_window_attn_mask(padded_hw: Sequence[int], window_size: Size2, shift
     if sh >= mh or sw >= mw:
         raise ValueError(f'shift_size={(sh, sw)} must be smaller than window_size={(mh, mw)}')
     return _shift_mask((hp, wp), (mh, mw), (sh, sw), torch.device(device), dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Windows as one gather: pad + roll + partition (and back) folded into index maps built once per size
+# ---------------------------------------------------------------------------------------------------------------
+def window_token_index(hw_shape: Sequence[int], window_size: Size2,
+                       shift_size: Size2 = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where the tokens of an H x W map go when it is zero-padded at the bottom/right to window multiples,
+    rolled by (-sh, -sw) and cut into windows (the order of `window_partition`).
+
+    Returns:
+        source: (nW * Mh*Mw,) long, the row-major token index (in H x W) held by every window slot, -1 for
+            a padding slot.
+        slots: (H*W,) long, the window slot (window * Mh*Mw + position in the window) of every token.
+    """
+    h, w = to_2tuple(tuple(hw_shape), 'hw_shape')
+    mh, mw = to_2tuple(window_size, 'window_size')
+    sh, sw = (shift_size, shift_size) if isinstance(shift_size, int) else tuple(shift_size)
+    hp, wp = padded_size((h, w), (mh, mw))
+    # torch.roll(x, -s) puts x[(i + s) % n] at i
+    ys = (torch.arange(hp) + sh) % hp
+    xs = (torch.arange(wp) + sw) % wp
+    source = ys[:, None] * w + xs[None, :]
+    source = source.masked_fill((ys[:, None] >= h) | (xs[None, :] >= w), -1)
+    # Hp, Wp -> nWh, Mh, nWw, Mw -> nWh, nWw, Mh, Mw -> nW * N
+    source = source.view(hp // mh, mh, wp // mw, mw).transpose(1, 2).reshape(-1)
+    valid = source >= 0
+    slots = torch.empty(h * w, dtype=torch.long)
+    slots[source[valid]] = torch.arange(source.numel())[valid]
+    return source, slots
+
+
+class WindowRows(NamedTuple):
+    """Row maps between (B, H*W, 3, nH, d) qkv / (B, H*W, nH, d) outputs and (B*nW, nH, [3,] N, d) windows."""
+
+    num_windows: int
+    qkv_index: torch.Tensor  # (nW*nH*3*N,) qkv row read by each window row; padding reads row 0
+    qkv_inverse: torch.Tensor  # (H*W*3*nH,) window row of each qkv row
+    pad_rows: torch.Tensor  # (3*nH*P,) window rows of the P padding slots, ordered (s, h, slot): qkv bias row s*nH+h
+    out_index: torch.Tensor  # (H*W*nH,) window output row read by each token row
+    out_inverse: torch.Tensor  # (nW*nH*N,) token row of each window output row; padding reads row 0
+    out_pad_rows: torch.Tensor  # (nH*P,) window output rows that are padding
+
+
+@functools.lru_cache(maxsize=128)
+def _window_rows(hw_shape: Tuple[int, int], window_size: Tuple[int, int], shift_size: Tuple[int, int],
+                 num_heads: int, device: torch.device) -> WindowRows:
+    source, slots = window_token_index(hw_shape, window_size, shift_size)
+    n = window_size[0] * window_size[1]
+    num_windows = source.numel() // n
+    pad = source < 0
+    token = source.clamp(min=0).view(num_windows, 1, 1, n)
+    s = torch.arange(3).view(1, 1, 3, 1)
+    h = torch.arange(num_heads).view(1, num_heads, 1, 1)
+    shape = (num_windows, num_heads, 3, n)
+    # window row (w, h, s, n) <- qkv row (token, s, h)
+    qkv_index = ((token * 3 + s) * num_heads + h).expand(shape).reshape(-1)
+    pad_slots = pad.nonzero().squeeze(1)  # P, as w * N + n
+    w_pad, n_pad = (pad_slots // n).view(1, 1, -1), (pad_slots % n).view(1, 1, -1)
+    s_p, h_p = torch.arange(3).view(3, 1, 1), torch.arange(num_heads).view(1, num_heads, 1)
+    pad_rows = (((w_pad * num_heads + h_p) * 3 + s_p) * n + n_pad).reshape(-1)  # 3, nH, P -> window rows
+    w_of, n_of = (slots // n).view(-1, 1, 1), (slots % n).view(-1, 1, 1)  # per token
+    s_t, h_t = torch.arange(3).view(1, 3, 1), torch.arange(num_heads).view(1, 1, num_heads)
+    qkv_inverse = (((w_of * num_heads + h_t) * 3 + s_t) * n + n_of).reshape(-1)  # (token, s, h) -> window row
+    # token row (token, h) <- output row (w, h, n)
+    out_index = ((w_of.view(-1, 1) * num_heads + h_t.view(1, -1)) * n + n_of.view(-1, 1)).reshape(-1)
+    out_inverse = (token.view(num_windows, 1, n) * num_heads + h.view(1, num_heads, 1)).reshape(-1)
+    out_pad = pad.view(num_windows, 1, n).expand(num_windows, num_heads, n).reshape(-1)
+    to = functools.partial(torch.Tensor.to, device=device)
+    return WindowRows(num_windows, to(qkv_index), to(qkv_inverse), to(pad_rows), to(out_index), to(out_inverse),
+                      to(out_pad.nonzero().squeeze(1)))
+
+
+def window_rows(hw_shape: Sequence[int], window_size: Size2, shift_size: Size2, num_heads: int,
+                device: torch.device = torch.device('cpu')) -> WindowRows:
+    """Index maps of `windows_from_qkv` / `tokens_from_windows` for an H x W map (built once per size, cached)."""
+    sh, sw = (shift_size, shift_size) if isinstance(shift_size, int) else tuple(shift_size)
+    return _window_rows(to_2tuple(tuple(hw_shape), 'hw_shape'), to_2tuple(window_size, 'window_size'),
+                        (int(sh), int(sw)), int(num_heads), torch.device(device))
+
+
+class _GatherRows(torch.autograd.Function):
+    """out[:, i] = x[:, index[i]] for x of shape (B, R, d), where `index` maps onto distinct rows, so the
+    backward is a gather too (`inverse`), not a scatter-add. The output rows `fill_rows`, grouped as
+    (F, P) for the F rows of `fill` (F, d), take fill[f] (zeros when `fill` is None); rows `zero_rows` of
+    the input gradient are zero."""
+
+    @staticmethod
+    def forward(ctx, x, fill, index, inverse, fill_rows, zero_rows):
+        b, d = x.shape[0], x.shape[-1]
+        out = x[0].index_select(0, index).unsqueeze(0) if b == 1 else x.index_select(1, index)
+        if fill_rows is not None and fill_rows.numel():
+            if fill is None:
+                out.index_fill_(1, fill_rows, 0)
+            else:
+                per_row = fill_rows.numel() // fill.shape[0]
+                values = fill.view(1, -1, 1, d).expand(b, -1, per_row, -1).reshape(b, -1, d)
+                out.index_copy_(1, fill_rows, values)
+        ctx.save_for_backward(inverse, fill_rows, zero_rows)
+        ctx.fill_shape = None if fill is None else fill.shape
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        inverse, fill_rows, zero_rows = ctx.saved_tensors
+        grad_x = grad[0].index_select(0, inverse).unsqueeze(0) if grad.shape[0] == 1 else grad.index_select(1, inverse)
+        if zero_rows is not None and zero_rows.numel():
+            grad_x.index_fill_(1, zero_rows, 0)
+        grad_fill = None
+        if ctx.needs_input_grad[1]:
+            if fill_rows.numel():
+                rows, d = ctx.fill_shape[0], grad.shape[-1]
+                grad_fill = grad.index_select(1, fill_rows).view(grad.shape[0], rows, -1, d).sum((0, 2))
+            else:
+                grad_fill = grad.new_zeros(ctx.fill_shape)
+        return grad_x, grad_fill, None, None, None, None
+
+
+def windows_from_qkv(qkv: torch.Tensor, qkv_bias: Optional[torch.Tensor], rows: WindowRows,
+                     num_heads: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, H*W, 3C) qkv of the real tokens -> q, k, v of shape (B*nW, nH, N, d) on the padded, rolled windows.
+
+    One gather replaces pad + roll + partition + the head split. A padding token is a zero vector before the
+    qkv projection, so its q, k, v are the projection's bias (`qkv_bias`, or zeros): the projection runs on
+    the real tokens only, and the bias still receives the gradient of the padding rows.
+    """
+    b, tokens, c3 = qkv.shape
+    d = c3 // (3 * num_heads)
+    n = rows.qkv_index.numel() // (3 * num_heads * rows.num_windows)
+    fill = qkv_bias.view(3 * num_heads, d) if qkv_bias is not None else None
+    # B, H*W*3*nH, d -> B, nW*nH*3*N, d
+    windows = _GatherRows.apply(qkv.reshape(b, tokens * 3 * num_heads, d), fill, rows.qkv_index, rows.qkv_inverse,
+                                rows.pad_rows, None)
+    q, k, v = windows.view(b * rows.num_windows, num_heads, 3, n, d).unbind(2)
+    return q, k, v
+
+
+def tokens_from_windows(out: torch.Tensor, rows: WindowRows, batch: int) -> torch.Tensor:
+    """(B*nW, nH, N, d) attention outputs -> (B, H*W, nH*d) tokens: reverse, roll back and crop in one gather."""
+    num_heads, d = out.shape[1], out.shape[-1]
+    flat = out.reshape(batch, -1, d)  # B, nW*nH*N, d
+    tokens = _GatherRows.apply(flat, None, rows.out_index, rows.out_inverse, None, rows.out_pad_rows)
+    return tokens.view(batch, -1, num_heads * d)

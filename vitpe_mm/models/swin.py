@@ -13,8 +13,9 @@ import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
 from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, MultiheadSelfAttention, PatchEmbed, PosConvEncoding,
-                      RelativePositionBias, SinCosPositionEmbedding, padded_size, shifted_window_attn_mask, to_2tuple,
-                      window_partition, window_reverse)
+                      RelativePositionBias, SinCosPositionEmbedding, attention_with_bias, padded_size,
+                      shifted_window_attn_mask, to_2tuple)
+from ..layers.window import tokens_from_windows, window_rows, windows_from_qkv
 from .base import PEBackbone
 
 Size2 = Union[int, Sequence[int]]
@@ -85,6 +86,28 @@ class WindowAttention(MultiheadSelfAttention):
         shift_mask = shift_mask.unsqueeze(1)  # nW, N, N -> nW, 1, N, N
         return shift_mask if bias is None else bias + shift_mask  # nW, nH, N, N
 
+    def forward_map(self, x: torch.Tensor, hw_shape: Tuple[int, int], window_size: Tuple[int, int],
+                    shift_size: Tuple[int, int]) -> torch.Tensor:
+        """W-MSA / SW-MSA on B, H*W, C (normalised) tokens of the grid `hw_shape`. Returns B, H*W, C.
+
+        Same as padding the map at the bottom/right to window multiples (zeros), rolling it by (-sh, -sw),
+        attending within windows and undoing all three, but the token <-> window moves are two cached
+        gathers, and the qkv / output projections run on the real tokens only (a zero padding token's
+        q, k, v are the qkv bias).
+        """
+        b, _, c = x.shape
+        hp, wp = padded_size(hw_shape, window_size)
+        mask = None
+        if shift_size != (0, 0):
+            mask = shifted_window_attn_mask((hp, wp), window_size, shift_size, x.device, x.dtype)  # nW, N, N
+        rows = window_rows(hw_shape, window_size, shift_size, self.num_heads, x.device)
+        # B, H*W, 3C -> 3 x B*nW, nH, N, d
+        q, k, v = windows_from_qkv(self.qkv(x), self.qkv.bias, rows, self.num_heads)
+        out = attention_with_bias(q, k, v, self.window_bias(window_size, mask),
+                                  self.attn_drop_rate if self.training else 0.0, self.scale)
+        out = tokens_from_windows(out, rows, b)  # B*nW, nH, N, d -> B, H*W, C
+        return self.proj_drop(self.proj(out))
+
 
 class SwinBlock(nn.Module):
     """Pre-norm Swin block: x + W-MSA(norm1(x)) then x + MLP(norm2(x)); odd blocks shift the windows.
@@ -109,30 +132,10 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(embed_dims)
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), act_layer=nn.GELU, drop=drop_rate)
 
-    def _window_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        h, w = hw_shape
-        window, shift = stage_window_and_shift(hw_shape, self.window_size, self.shifted, self.clamp_window)
-        hp, wp = padded_size(hw_shape, window)
-        shifted = shift != (0, 0)
-        mask = None
-        if shifted:
-            if (hp, wp) != (h, w):
-                x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))  # B, H, W, C -> B, Hp, Wp, C
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-            mask = shifted_window_attn_mask((hp, wp), window, shift, x.device, x.dtype)  # nW, N, N
-        windows, _ = window_partition(x, window)  # B*nW, Mh*Mw, C (pads when not shifted)
-        windows = self.attn(windows, self.attn.window_bias(window, mask))
-        if not shifted:
-            return window_reverse(windows, window, (hp, wp), hw_shape)  # B, H, W, C
-        x = window_reverse(windows, window, (hp, wp), (hp, wp))
-        x = torch.roll(x, shifts=shift, dims=(1, 2))
-        return x[:, :h, :w] if (hp, wp) != (h, w) else x
-
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         """x: B, H*W, C tokens on the grid `hw_shape`. Returns the same shape."""
-        b, n, c = x.shape
-        attn = self._window_attention(self.norm1(x).view(b, hw_shape[0], hw_shape[1], c), hw_shape)
-        x = x + self.drop_path(attn.reshape(b, n, c))
+        window, shift = stage_window_and_shift(hw_shape, self.window_size, self.shifted, self.clamp_window)
+        x = x + self.drop_path(self.attn.forward_map(self.norm1(x), hw_shape, window, shift))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
