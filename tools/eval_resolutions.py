@@ -15,8 +15,8 @@ exactly. Segmentation: --mode whole (the backbone sees the whole resized image) 
 Every checkpoint must hold the weights of its config's model (a checkpoint trained with another pe_type needs
 its own config: --also CONFIG CHECKPOINT). For every checkpoint and scale it prints progress, then a table
 (bbox AP, AP_S/M/L, mask AP | mIoU, aAcc, mAcc) and writes resolutions.{csv,json,md,png} to --out-dir. A scale
-a model cannot run (e.g. pe_type='abs_nointerp' with a grid larger than its table) is recorded as n/a. The test configs are set up by tools/test.py's own code
-(same checks, same machine fitting, same launchers).
+a model cannot run (e.g. pe_type='abs_nointerp' with a grid larger than its table) is recorded as n/a. The test
+configs are set up by tools/test.py's own code (same checks, same machine fitting, same launchers).
 """
 import argparse
 import os

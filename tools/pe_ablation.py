@@ -52,7 +52,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--scales', nargs='+', default=[f'{f:g}x' for f in DEFAULT_FACTORS],
                         help='test scales: factors of the training size (default 0.5x 0.75x 1x 1.25x 1.5x 2x) or WxH')
     parser.add_argument('--lr', type=float, default=2e-3, help='AdamW learning rate (default 2e-3)')
-    parser.add_argument('--seed', type=int, default=0, help='training seed, the same for every arm (default 0)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                        help='training seed(s), the same for every arm (default 0); with several, every arm is '
+                        'trained once per seed and the tables show means and the spread over seeds')
     parser.add_argument('--data-root', help='mini ADE20K tree (default: data/pe_ablation/mini_ade, written when '
                         'missing; with --smoke: OUT_DIR/data/mini_ade)')
     parser.add_argument('--train-images', type=int, default=128, help='training images of a generated tree (128)')
@@ -76,8 +78,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for name in ('budget_iters', 'batch_size', 'train_size', 'train_images', 'val_images'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be positive, got {getattr(args, name)}')
-    if len(set(args.pe_types)) != len(args.pe_types):
-        parser.error('--pe-types has repeats')
+    if len(set(args.pe_types)) != len(args.pe_types) or len(set(args.seeds)) != len(args.seeds):
+        parser.error('--pe-types and --seeds take no repeats')
     args.command = 'python tools/pe_ablation.py ' + ' '.join(shlex.quote(a) for a in (argv if argv is not None
                                                                                       else sys.argv[1:]))
     return args
@@ -98,29 +100,38 @@ def ensure_data(args: argparse.Namespace) -> Path:
     return root
 
 
-def write_results(out_dir: Path, rows: List[Dict], meta: Dict) -> List[Path]:
-    """results.{md,csv,json} and plot.png for the arms done so far."""
-    from vitpe_mm.analysis import SEG_COLUMNS, format_pivot, format_table, plot_metric_vs_scale, write_csv, write_json
-    from vitpe_mm.analysis.ablation import summarize_ablation
+def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]:
+    """results.{md,csv,json} and plot.png for the runs done so far (with several seeds: their means, the spread,
+    and results_per_seed.csv)."""
+    from vitpe_mm.analysis import SEG_COLUMNS, format_pivot, format_table, write_csv, write_json
+    from vitpe_mm.analysis.ablation import aggregate_seeds, summarize_ablation
 
     miou, aacc = SEG_COLUMNS[0], SEG_COLUMNS[1]
+    seeds = meta['seeds']
+    rows, spreads = aggregate_seeds(run_rows, SEG_COLUMNS) if len(seeds) > 1 else (run_rows, [])
     summary = summarize_ablation(rows, 'mIoU')
+    seed_text = f'seed {seeds[0]}' if len(seeds) == 1 else f'mean of seeds {", ".join(map(str, seeds))}'
     title = (f'PE ablation: {meta["backbone"]} + semantic FPN, mini ADE20K, trained at {meta["train_size"]}^2, '
-             f'{meta["budget_iters"]} iters x {meta["batch_size"]}, seed {meta["seed"]}')
+             f'{meta["budget_iters"]} iters x {meta["batch_size"]}, {seed_text}')
     lines = [f'# {title}', '', f'Command: `{meta["command"]}`', '',
              f'Every arm: the same backbone and head, trained from scratch at {meta["train_size"]}x{meta["train_size"]}'
              f' (images resized, aspect ratio not kept) for {meta["budget_iters"]} iterations of batch '
-             f'{meta["batch_size"]} (AdamW, lr {meta["lr"]}, seed {meta["seed"]}) on {meta["train_images"]} '
+             f'{meta["batch_size"]} (AdamW, lr {meta["lr"]}, {seed_text}) on {meta["train_images"]} '
              f'images; tested on {meta["val_images"]} validation images resized to factor x {meta["train_size"]} '
              'squares, whole-image inference (the backbone sees grids factor x the training grid). mIoU over the 15 '
              'drawn classes, in %. n/a: the model cannot run at that scale.', '',
              '## mIoU (change from the training scale in brackets)', '', format_pivot(rows, miou), '']
-    if any(r['label'] == 'none' and r['status'] == 'ok' for r in rows) and len({r['label'] for r in rows}) > 1:
+    has_baseline = len({r['label'] for r in rows}) > 1 and any(r['label'] == 'none' and r['status'] == 'ok'
+                                                                for r in rows)
+    if has_baseline:
         lines += ['## mIoU minus the no-PE arm at the same scale', '',
                   'The test resolution changes more than the grid the PE sees: the objects\' size in pixels and the '
                   'output resolution change too, and every arm shares those effects. The difference from the arm '
                   'without PE at the same scale leaves what each encoding adds (or costs) at that resolution.', '',
                   format_pivot(rows, miou, baseline='none'), '']
+    if spreads:
+        lines += ['## Spread of mIoU over the seeds (max - min)', '', format_pivot(rows, spreads[0], with_delta=False),
+                  '']
     lines += ['## aAcc', '', format_pivot(rows, aacc), '',
               '## Largest drop / gain in mIoU away from the training scale', '',
               '| PE | mIoU at 1x | worst change | best change | n/a at |', '| --- | ---: | ---: | ---: | --- |']
@@ -131,16 +142,32 @@ def write_results(out_dir: Path, rows: List[Dict], meta: Dict) -> List[Path]:
         lines.append(f'| {s["label"]} | {at_ref} | {worst} | {best} | '
                      f'{", ".join(f"{f:g}x" for f in s["na"]) or "-"} |')
     timing = meta.get('timings', {})
-    lines += ['', '## All rows', '', format_table(rows, SEG_COLUMNS), '',
+    lines += ['', '## All rows', '', format_table(rows, SEG_COLUMNS + tuple(spreads)), '',
               'Run time (s): ' + ', '.join(f'{k} train {v.get("train", 0):.0f} + eval {v.get("eval", 0):.0f}'
                                            for k, v in timing.items()) + f'; total {meta.get("seconds", 0):.0f}.',
               '', CAVEAT, '']
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / 'results.md').write_text('\n'.join(lines))
-    meta = dict(meta, summary_mIoU=summary)
-    return [out_dir / 'results.md', write_csv(out_dir / 'results.csv', rows, SEG_COLUMNS),
-            write_json(out_dir / 'results.json', rows, SEG_COLUMNS, json.loads(json.dumps(meta, default=str))),
-            plot_metric_vs_scale(rows, (miou, aacc), out_dir / 'plot.png', title)]
+    meta = dict(meta, summary_mIoU=summary, run_rows=run_rows if spreads else None)
+    columns = SEG_COLUMNS + tuple(spreads)
+    written = [write_csv(out_dir / 'results_per_seed.csv', run_rows, SEG_COLUMNS)] if spreads else []
+    return written + [
+            out_dir / 'results.md', write_csv(out_dir / 'results.csv', rows, columns),
+            write_json(out_dir / 'results.json', rows, columns, json.loads(json.dumps(meta, default=str))),
+            plot_ablation(rows, out_dir / 'plot.png', title, has_baseline)]
+
+
+def plot_ablation(rows: List[Dict], path: Path, title: str, has_baseline: bool) -> Path:
+    """mIoU and aAcc vs test scale, and (with a 'none' arm) mIoU minus the no-PE arm at the same scale."""
+    from vitpe_mm.analysis import SEG_COLUMNS, baseline_difference, plot_metric_vs_scale
+
+    columns = [SEG_COLUMNS[0], SEG_COLUMNS[1]]
+    if has_baseline:
+        diff_rows, diff = baseline_difference(rows, SEG_COLUMNS[0], 'none')
+        by_key = {(r['label'], r['scale']): r for r in diff_rows}
+        rows = [dict(r, **{diff.name: by_key.get((r['label'], r['scale']), {}).get(diff.name)}) for r in rows]
+        columns.append(diff)
+    return plot_metric_vs_scale(rows, columns, path, title, xlabel='test scale (factor of the training size)')
 
 
 def train_arm(train_tool, config: str, work_dir: Path, overrides: Dict, label: str, verbose: bool) -> None:
@@ -162,7 +189,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     import torch
 
     from vitpe_mm.analysis import SEG_COLUMNS, format_pivot, parse_scales
-    from vitpe_mm.analysis.ablation import ABLATION_BACKBONES, ablation_overrides, mini_ade_classes
+    from vitpe_mm.analysis.ablation import (ABLATION_BACKBONES, ablation_overrides, aggregate_seeds, mini_ade_classes,
+                                            run_label)
     from vitpe_mm.analysis.progress import ProgressHook  # noqa: F401  (registers the hook)
     from vitpe_mm.analysis.sweep import evaluate_at_scales
     from vitpe_mm.engine.tool_modules import load_tool
@@ -177,10 +205,12 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
                   file=sys.stderr)
             sys.exit(2)
         payload = read_json(out_dir / 'results.json')
-        meta = {k: v for k, v in payload['meta'].items() if k != 'summary_mIoU'}
-        written = write_results(out_dir, payload['rows'], meta)
+        meta = {k: v for k, v in payload['meta'].items() if k not in ('summary_mIoU', 'run_rows')}
+        meta.setdefault('seeds', [meta.pop('seed', 0)])  # results written before --seeds
+        run_rows = payload['meta'].get('run_rows') or payload['rows']
+        written = write_results(out_dir, run_rows, meta)
         print('written: ' + ', '.join(str(p) for p in written))
-        return payload['rows']
+        return run_rows
     work_root = Path(args.work_dir) if args.work_dir else out_dir / 'runs'
     try:
         specs = parse_scales(args.scales)
@@ -193,17 +223,19 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     classes = mini_ade_classes()
     meta = dict(command=args.command, backbone=args.backbone, config=ABLATION_BACKBONES[args.backbone].config,
                 pe_types=args.pe_types, budget_iters=args.budget_iters, batch_size=args.batch_size,
-                train_size=args.train_size, lr=args.lr, seed=args.seed, scales=[s.text for s in specs],
+                train_size=args.train_size, lr=args.lr, seeds=args.seeds, scales=[s.text for s in specs],
                 data_root=str(data_root), train_images=len(list((data_root / 'images' / 'training').glob('*.jpg'))),
                 val_images=len(list((data_root / 'images' / 'validation').glob('*.jpg'))), classes=list(classes),
                 inference='whole', keep_ratio=False, threads=torch.get_num_threads(), timings={})
     start = time.time()
     rows: List[Dict] = []
-    for k, pe_type in enumerate(args.pe_types, 1):
-        label = f'[{k}/{len(args.pe_types)} {pe_type}]'
+    runs = [(pe_type, seed) for pe_type in args.pe_types for seed in args.seeds]
+    for k, (pe_type, seed) in enumerate(runs, 1):
+        name = run_label(pe_type, seed, args.seeds)
+        label = f'[{k}/{len(runs)} {name}]'
         overrides = ablation_overrides(args.backbone, pe_type, args.train_size, args.budget_iters, args.batch_size,
-                                       str(data_root), classes, seed=args.seed, lr=args.lr)
-        work_dir = work_root / pe_type
+                                       str(data_root), classes, seed=seed, lr=args.lr)
+        work_dir = work_root / pe_type if len(args.seeds) == 1 else work_root / pe_type / f'seed{seed}'
         checkpoint = work_dir / f'iter_{args.budget_iters}.pth'
         t0 = time.time()
         if args.reuse and checkpoint.is_file():
@@ -215,12 +247,13 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         test_args = test_tool.parse_args([config, str(checkpoint), '--work-dir', str(work_dir / 'eval')])
         test_args.cfg_options = overrides
         test_cfg = test_tool.setup_test_cfg(test_args)
-        rows += evaluate_at_scales({pe_type: test_cfg}, specs, keep_ratio=False, mode='whole', verbose=args.verbose,
+        rows += evaluate_at_scales({name: test_cfg}, specs, keep_ratio=False, mode='whole', verbose=args.verbose,
                                    progress=lambda line: print(line, flush=True))
-        meta['timings'][pe_type] = dict(train=round(t1 - t0, 1), eval=round(time.time() - t1, 1))
+        meta['timings'][name] = dict(train=round(t1 - t0, 1), eval=round(time.time() - t1, 1))
         meta['seconds'] = round(time.time() - start, 1)
         written = write_results(out_dir, rows, meta)
-    print('\n' + format_pivot(rows, SEG_COLUMNS[0]) + '\n')
+    shown = aggregate_seeds(rows, SEG_COLUMNS)[0] if len(args.seeds) > 1 else rows
+    print('\n' + format_pivot(shown, SEG_COLUMNS[0]) + '\n')
     print(f'done in {time.time() - start:.0f}s; written: ' + ', '.join(str(p) for p in written))
     return rows
 

@@ -173,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
                 maps, out_dir / f'peg_{name}_constant_input.png',
                 f'{kind_name} {name}: PEG(x) - x for a constant x on a {_grid_name(args.grid)} grid',
                 cbar_label='', symmetric=False, mark_centre=False, shared_scale=False,
-                titles=['mean over channels', '|difference from the centre| over channels']))
+                titles=['mean over channels', 'L2 over channels of (value - centre value)']))
         if not written:
             kinds = {k: len(v) for k, v in find_pe_modules(backbone).items()}
             print(f'visualize_pe.py: no positional-encoding module to draw (found {kinds}'

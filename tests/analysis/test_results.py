@@ -1,8 +1,8 @@
 """Sweep rows, the Markdown tables, CSV / JSON writers, and the ablation summary."""
 import pytest
 
-from vitpe_mm.analysis import (DET_COLUMNS, SEG_COLUMNS, TestScale, columns_for, format_pivot, format_table,
-                               metric_row, read_csv, read_json, write_csv, write_json)
+from vitpe_mm.analysis import (DET_COLUMNS, SEG_COLUMNS, TestScale, baseline_difference, columns_for, format_pivot,
+                               format_table, metric_row, read_csv, read_json, write_csv, write_json)
 from vitpe_mm.analysis.ablation import summarize_ablation
 
 S_HALF, S_ONE, S_TWO = TestScale('64x64', (64, 64), 0.5), TestScale('128x128', (128, 128), 1.0), \
@@ -65,6 +65,10 @@ def test_pivot_against_a_baseline():
     assert [c.strip() for c in lines[2].split('|')[1:-1]] == ['abs_nointerp', '-10.12', '-3.50', 'n/a']
     with pytest.raises(ValueError, match='baseline'):
         format_pivot(seg_rows(), SEG_COLUMNS[0], baseline='sincos')
+    rows, column = baseline_difference(seg_rows(), SEG_COLUMNS[0], 'peg')
+    assert column.name == 'mIoU - peg' and [r['label'] for r in rows] == ['abs_nointerp'] * 3
+    assert [r[column.name] for r in rows] == [-10.12, -3.5, None]
+    assert rows[0]['mIoU'] == 30.0  # the metric itself is kept
 
 
 def test_csv_and_json_round_trip(tmp_path):
@@ -86,3 +90,19 @@ def test_summarize_ablation():
     assert peg['na'] == []
     assert nointerp['na'] == [2.0] and nointerp['deltas'][2.0] is None
     assert nointerp['worst'] == nointerp['best'] == (pytest.approx(-12.0), 0.5)
+
+
+def test_aggregate_seeds():
+    from vitpe_mm.analysis.ablation import aggregate_seeds, run_label
+
+    assert run_label('peg', 3, [3]) == 'peg' and run_label('peg', 3, [0, 3]) == 'peg@seed3'
+    rows = [metric_row('peg@seed0', S_ONE, SEG_COLUMNS, dict(mIoU=40.0, aAcc=80.0, mAcc=50.0)),
+            metric_row('peg@seed0', S_TWO, SEG_COLUMNS, dict(mIoU=30.0, aAcc=70.0, mAcc=40.0)),
+            metric_row('peg@seed1', S_ONE, SEG_COLUMNS, dict(mIoU=45.0, aAcc=81.0, mAcc=52.0)),
+            metric_row('peg@seed1', S_TWO, SEG_COLUMNS, None, note='too big')]
+    merged, spreads = aggregate_seeds(rows, SEG_COLUMNS)
+    assert [s.name for s in spreads] == ['mIoU spread', 'aAcc spread', 'mAcc spread']
+    assert [(r['label'], r['scale'], r['status']) for r in merged] == [('peg', '128x128', 'ok'),
+                                                                       ('peg', '256x256', 'n/a')]
+    assert merged[0]['mIoU'] == 42.5 and merged[0]['mIoU spread'] == 5.0 and merged[0]['aAcc'] == 80.5
+    assert merged[1]['mIoU'] is None and merged[1]['note'] == 'too big'

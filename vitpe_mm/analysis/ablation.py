@@ -14,10 +14,10 @@ keeps those, the other 135 are never drawn), which keeps the 150-class cross-ent
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .results import STATUS_OK
+from .results import STATUS_NA, STATUS_OK, MetricColumn
 
-__all__ = ['AblationBackbone', 'ABLATION_BACKBONES', 'ABLATION_PE_TYPES', 'DEFAULT_FACTORS', 'mini_ade_classes',
-           'ablation_overrides', 'summarize_ablation']
+__all__ = ['AblationBackbone', 'ABLATION_BACKBONES', 'ABLATION_PE_TYPES', 'DEFAULT_FACTORS', 'SEED_SEPARATOR',
+           'mini_ade_classes', 'ablation_overrides', 'run_label', 'aggregate_seeds', 'summarize_ablation']
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ ABLATION_BACKBONES: Dict[str, AblationBackbone] = {
 # cropped (cannot run on grids larger than the training one), PEG, learned relative bias. 'sincos' can be added.
 ABLATION_PE_TYPES = ('none', 'abs', 'abs_nointerp', 'peg', 'rel_bias')
 DEFAULT_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+SEED_SEPARATOR = '@seed'
 
 
 def mini_ade_classes() -> Tuple[str, ...]:
@@ -117,6 +118,36 @@ def ablation_overrides(backbone: str, pe_type: str, train_size: int, iters: int,
         'default_hooks.checkpoint': dict(type='CheckpointHook', by_epoch=False, interval=iters, max_keep_ckpts=1),
         'randomness': dict(seed=seed),
     }
+
+
+def run_label(pe_type: str, seed: int, seeds: Sequence[int]) -> str:
+    """The label of one training run: the PE type, with '@seed<N>' when the ablation has several seeds."""
+    return pe_type if len(seeds) == 1 else f'{pe_type}{SEED_SEPARATOR}{seed}'
+
+
+def aggregate_seeds(rows: Sequence[Mapping[str, Any]],
+                    columns: Sequence[MetricColumn]) -> Tuple[List[Dict[str, Any]], List[MetricColumn]]:
+    """Rows of runs labelled 'pe@seedN' merged per (PE type, scale): each metric's mean over the seeds, and a
+    '<metric> spread' column (max - min over the seeds: how far one cell moves with the seed).
+
+    A scale is n/a when any seed could not run it. Returns (rows, the spread columns).
+    """
+    spreads = [MetricColumn(f'{c.key} spread', f'{c.name} spread', 1.0, c.digits, c.optional) for c in columns]
+    groups: Dict[Tuple[str, float, str], List[Mapping[str, Any]]] = {}
+    for row in rows:
+        arm = str(row['label']).split(SEED_SEPARATOR)[0]
+        groups.setdefault((arm, row['factor'], row['scale']), []).append(row)
+    out = []
+    for (arm, _, _), group in groups.items():
+        ok = all(r['status'] == STATUS_OK for r in group)
+        merged = dict(group[0], label=arm, status=STATUS_OK if ok else STATUS_NA,
+                      note='' if ok else next(r['note'] for r in group if r['status'] != STATUS_OK))
+        for column, spread in zip(columns, spreads):
+            values = [r[column.name] for r in group if r.get(column.name) is not None]
+            merged[column.name] = round(sum(values) / len(values), column.digits) if ok and values else None
+            merged[spread.name] = round(max(values) - min(values), column.digits) if ok and values else None
+        out.append(merged)
+    return out, spreads
 
 
 def summarize_ablation(rows: Sequence[Mapping[str, Any]], metric: str,

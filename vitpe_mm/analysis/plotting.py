@@ -27,12 +27,14 @@ def _finish(fig, path: str) -> Path:
 
 
 def plot_metric_vs_scale(rows: Sequence[Mapping[str, Any]], columns: Sequence[MetricColumn], path: str,
-                         title: str = '', reference_factor: Optional[float] = 1.0) -> Path:
+                         title: str = '', reference_factor: Optional[float] = 1.0,
+                         xlabel: str = 'test scale (factor of the reference scale)') -> Path:
     """One panel per metric column, one line per checkpoint label, x = test scale factor (log axis).
 
-    Scales a checkpoint could not run are gaps, listed in its legend entry ('n/a at 2x'). The x ticks carry the
-    scale (w x h) when every checkpoint was tested at the same sizes, else the factor; `reference_factor` draws a
-    dotted line at the training / config scale.
+    Scales a checkpoint could not run are gaps, listed in its legend entry ('n/a at 2x'); a checkpoint without any
+    value in a panel (e.g. the baseline in a difference panel) is left out of it. The x ticks carry the scale
+    (w x h) when every checkpoint was tested at the same sizes, else the factor; `reference_factor` draws a dotted
+    line at the training / config scale; a panel whose values change sign gets a line at 0.
     """
     columns = [c for c in columns if any(r.get(c.name) is not None for r in rows)] or list(columns[:1])
     plt = _pyplot()
@@ -50,9 +52,15 @@ def plot_metric_vs_scale(rows: Sequence[Mapping[str, Any]], columns: Sequence[Me
             xs = [r['factor'] for r in mine]
             ys = [r.get(column.name) if r['status'] == STATUS_OK and r.get(column.name) is not None else np.nan
                   for r in mine]
+            if all(np.isnan(ys)) and not any(r['status'] != STATUS_OK for r in mine):
+                continue
             missing = [f'{r["factor"]:g}x' for r in mine if r['status'] != STATUS_OK]
             legend = label + (f' (n/a at {", ".join(missing)})' if missing else '')
-            ax.plot(xs, ys, marker=markers[i % len(markers)], linewidth=1.6, markersize=5, label=legend)
+            ax.plot(xs, ys, marker=markers[i % len(markers)], linewidth=1.6, markersize=5, label=legend,
+                    color=f'C{i}')
+        values = [r.get(column.name) for r in rows if r.get(column.name) is not None]
+        if values and min(values) < 0 < max(values):
+            ax.axhline(0.0, color='0.3', linewidth=0.8)
         if reference_factor is not None and factors and min(factors) <= reference_factor <= max(factors):
             ax.axvline(reference_factor, color='0.6', linestyle=':', linewidth=1)
         ax.set_xscale('log', base=2)
@@ -60,8 +68,8 @@ def plot_metric_vs_scale(rows: Sequence[Mapping[str, Any]], columns: Sequence[Me
         ax.set_xticklabels([(f'{next(iter(by_factor[f]))}\n{f:g}x' if same_sizes else f'{f:g}x') for f in factors],
                            fontsize=8)
         ax.minorticks_off()
-        ax.set_xlabel('test scale (factor of the reference scale)')
-        unit = ' (%)' if column.multiplier == 100.0 or column.name in ('mIoU', 'aAcc', 'mAcc') else ''
+        ax.set_xlabel(xlabel)
+        unit = ' (%)' if column.multiplier == 100.0 or column.name.split()[0] in ('mIoU', 'aAcc', 'mAcc') else ''
         ax.set_ylabel(column.name + unit)
         ax.set_title(column.name)
         ax.grid(True, alpha=0.3)
@@ -108,7 +116,8 @@ def save_head_maps(maps: np.ndarray, path: str, title: str = '', cbar_label: str
     """Saves (num_heads, H, W) maps, one panel per head ('head k', or `titles`).
 
     `symmetric` centres a red-blue scale on 0; `shared_scale` puts all panels on one scale (else one colour bar
-    per panel); `mark_centre` marks the middle cell (offset (0, 0) of a relative-bias table) with '+'.
+    per panel); `mark_centre` marks the cell (H // 2, W // 2) with '+': offset (0, 0) of a relative-bias table,
+    the query of `centre_query_bias`.
     """
     maps = np.asarray(maps, dtype=np.float32)
     if maps.ndim != 3:
@@ -137,12 +146,12 @@ def save_head_maps(maps: np.ndarray, path: str, title: str = '', cbar_label: str
         image = ax.imshow(maps[k], cmap='RdBu_r' if symmetric else 'viridis', vmin=vmin, vmax=vmax,
                           interpolation='nearest')
         if mark_centre:
-            ax.plot([(maps.shape[2] - 1) / 2], [(maps.shape[1] - 1) / 2], 'k+', markersize=6)
+            ax.plot([maps.shape[2] // 2], [maps.shape[1] // 2], 'k+', markersize=8)  # as `centre_query_bias`
         ax.set_title(titles[k] if titles is not None else f'head {k}', fontsize=9)
         if not shared_scale:
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=cbar_label)
     if shared_scale:
         fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.046, pad=0.04, label=cbar_label)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1.0 + 0.06 / rows)
     return _finish(fig, path)

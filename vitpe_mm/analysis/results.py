@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ['MetricColumn', 'DET_COLUMNS', 'SEG_COLUMNS', 'ROW_FIELDS', 'STATUS_OK', 'STATUS_NA', 'columns_for',
-           'metric_row', 'format_table', 'format_pivot', 'write_csv', 'read_csv', 'write_json', 'read_json']
+           'metric_row', 'baseline_difference', 'format_table', 'format_pivot', 'write_csv', 'read_csv', 'write_json',
+           'read_json']
 
 STATUS_OK, STATUS_NA = 'ok', 'n/a'
 ROW_FIELDS = ('label', 'scale', 'width', 'height', 'factor', 'status', 'note')
@@ -104,23 +105,41 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[MetricColu
     return _markdown(header, body, 2)
 
 
+def baseline_difference(rows: Sequence[Mapping[str, Any]], column: MetricColumn,
+                        baseline: str) -> Tuple[List[Dict[str, Any]], MetricColumn]:
+    """Rows of the other checkpoints with a column holding their `column` value minus the `baseline` checkpoint's
+    at the same scale (e.g. 'mIoU - none': what a PE adds at each resolution), and that column."""
+    base = {(r['factor'], r['scale']): r.get(column.name) for r in rows
+            if r['label'] == baseline and r['status'] == STATUS_OK}
+    if not base:
+        raise ValueError(f'baseline {baseline!r} has no evaluated row')
+    diff = MetricColumn(f'{column.key} - {baseline}', f'{column.name} - {baseline}', 1.0, column.digits)
+    out = []
+    for row in rows:
+        if row['label'] == baseline:
+            continue
+        value, other = row.get(column.name), base.get((row['factor'], row['scale']))
+        ok = row['status'] == STATUS_OK and value is not None and other is not None
+        out.append(dict(row, **{diff.name: round(value - other, column.digits) if ok else None}))
+    return out, diff
+
+
 def format_pivot(rows: Sequence[Mapping[str, Any]], column: MetricColumn, reference_factor: float = 1.0,
                  with_delta: bool = True, baseline: Optional[str] = None) -> str:
     """A Markdown table with one line per checkpoint and one column per test scale for one metric.
 
     With `with_delta`, each value is followed by its change from the value at `reference_factor` (the training
     / config scale), e.g. `41.2 (-3.1)`. With `baseline` (a label), each cell is instead the difference from that
-    checkpoint at the same scale (e.g. a PE type against no PE: what the encoding adds at each resolution), and
-    the baseline's own line is left out. Scales a model cannot run show 'n/a'.
+    checkpoint at the same scale (`baseline_difference`), and the baseline's own line is left out. Scales a model
+    cannot run show 'n/a'.
     """
-    labels = [lab for lab in dict.fromkeys(r['label'] for r in rows) if lab != baseline]
+    title = f'{column.name} \\ scale'
+    if baseline is not None:
+        rows, column = baseline_difference(rows, column, baseline)
+        title, with_delta = column.name, False
+    labels = list(dict.fromkeys(r['label'] for r in rows))
     scales = sorted({(r['factor'], r['scale']) for r in rows})
-    base = {(r['factor'], r['scale']): r.get(column.name) for r in rows
-            if baseline is not None and r['label'] == baseline and r['status'] == STATUS_OK}
-    if baseline is not None and not base:
-        raise ValueError(f'baseline {baseline!r} has no evaluated row')
-    header = [f'{column.name} \\ scale' if baseline is None else f'{column.name} - {baseline}'] + \
-        [f'{s} ({f:g}x)' for f, s in scales]
+    header = [title] + [f'{s} ({f:g}x)' for f, s in scales]
     body = []
     for label in labels:
         mine = {(r['factor'], r['scale']): r for r in rows if r['label'] == label}
@@ -134,12 +153,9 @@ def format_pivot(rows: Sequence[Mapping[str, Any]], column: MetricColumn, refere
                 cells.append('')
             elif row['status'] != STATUS_OK or row.get(column.name) is None:
                 cells.append(STATUS_NA if row['status'] != STATUS_OK else '-')
-            elif baseline is not None:
-                other = base.get(key)
-                cells.append('-' if other is None else f'{row[column.name] - other:+.{column.digits}f}')
             else:
                 value = row[column.name]
-                text = _cell(value, column.digits)
+                text = f'{value:+.{column.digits}f}' if baseline is not None else _cell(value, column.digits)
                 if with_delta and ref_value is not None and row is not ref:
                     text += f' ({value - ref_value:+.{column.digits}f})'
                 cells.append(text)
