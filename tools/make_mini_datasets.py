@@ -7,13 +7,18 @@ The trees use the real COCO / ADEChallengeData2016 layouts (see vitpe_mm/dataset
 with the same settings is kept (nothing rewritten) unless --force is given. Every tree is validated after writing.
 """
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vitpe_mm.datasets.mini import ensure_mini_datasets  # noqa: E402
+# vitpe_mm/datasets/mini.py needs only numpy and Pillow: load it by path, without `import vitpe_mm` (which
+# imports torch and mmengine to register the backbones), so that this tool starts in a fraction of a second.
+_spec = importlib.util.spec_from_file_location(
+    'vitpe_mm_mini_datasets', Path(__file__).resolve().parents[1] / 'vitpe_mm' / 'datasets' / 'mini.py')
+_mini = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_mini)
+ensure_mini_datasets = _mini.ensure_mini_datasets
 
 
 def parse_args(argv=None) -> argparse.Namespace:

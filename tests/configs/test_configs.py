@@ -181,7 +181,8 @@ def test_demo_configs_are_cpu_sized(name):
     assert cfg.default_hooks.logger.interval <= 20
     assert cfg.default_hooks.checkpoint.interval == cfg.train_cfg.max_iters
     assert cfg.train_dataloader.num_workers == 0 and not cfg.train_dataloader.persistent_workers
-    assert not [d for d in _walk(cfg.model.to_dict()) if d.get('type') == 'SyncBN'], 'SyncBN needs GPUs when distributed'
+    sync_bn = [d for d in _walk(cfg.model.to_dict()) if d.get('type') == 'SyncBN']
+    assert not sync_bn, 'SyncBN needs GPUs when distributed'
     root = _datasets(cfg, 'train_dataloader').data_root.rstrip('/')
     assert root == ('data/mini_coco' if _is_det(cfg) else 'data/mini_ade')
     if _is_det(cfg):
