@@ -4,7 +4,9 @@ Handles `init_cfg=dict(type='Pretrained', checkpoint=PATH[, format=...])` throug
 (foreign formats detected from keys and converted), `frozen_stages` kept frozen in train(), and the
 names of parameters that should get no weight decay.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+import functools
+import inspect
+from typing import List, Optional, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -26,6 +28,27 @@ class PEBackbone(BaseModule):
     # paramwise_cfg=dict(custom_keys={k: dict(decay_mult=0.) for k in NO_WEIGHT_DECAY_KEYS}).
     no_weight_decay_keys: Tuple[str, ...] = ('pos_embed', 'cls_token', 'pos_block', 'relative_position_bias_table',
                                              'norm')
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # A config option the backbone does not have (`--cfg-options model.backbone.pe_typo=peg`) fails with the
+        # list of accepted options instead of Python's TypeError that names only the bad keyword.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None:
+            return
+        params = inspect.signature(init).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        accepted = [name for name in params if name != 'self']
+
+        @functools.wraps(init)
+        def checked_init(self, *args, **kw):
+            unknown = sorted(set(kw) - set(accepted))
+            if unknown:
+                raise ValueError(f'{cls.__name__} got unknown option(s) {unknown}; accepted: {", ".join(accepted)}')
+            init(self, *args, **kw)
+
+        cls.__init__ = checked_init
 
     def __init__(self, pe_type: str, frozen_stages: int = -1, init_cfg: Optional[dict] = None) -> None:
         check_choice(pe_type, 'pe_type', PE_TYPES)
