@@ -11,7 +11,8 @@ Every arm trains from scratch (tools/train.py's set-up: same checks, same machin
 factor x --train-size squares (tools/test.py's set-up, vitpe_mm.analysis.sweep). 'abs_nointerp' cannot run on
 grids larger than its table: those scales are n/a. Writes results.{md,csv,json} and plot.png to --out-dir (the
 table and the plot after every arm, so an interrupted run keeps what it has); checkpoints and logs go to --work-dir.
---reuse skips training an arm whose final checkpoint is already in --work-dir.
+--reuse skips training an arm whose final checkpoint is already in --work-dir. 'abs_nointerp' trains exactly as
+'abs' (same table, used as it is on the training grid), so after an 'abs' arm it evaluates that arm's weights.
 
 What it can show: on tiny synthetic data with a short schedule and one seed, the direction of the effects (which
 PE loses accuracy away from the training resolution, which cannot run at all), not the paper's numbers.
@@ -234,6 +235,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     start = time.time()
     rows: List[Dict] = []
     runs = [(pe_type, seed) for pe_type in args.pe_types for seed in args.seeds]
+    trained: Dict[tuple, Path] = {}
     for k, (pe_type, seed) in enumerate(runs, 1):
         name = run_label(pe_type, seed, args.seeds)
         label = f'[{k}/{len(runs)} {name}]'
@@ -242,11 +244,17 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         work_dir = work_root / pe_type if len(args.seeds) == 1 else work_root / pe_type / f'seed{seed}'
         checkpoint = work_dir / f'iter_{args.budget_iters}.pth'
         t0 = time.time()
-        if args.reuse and checkpoint.is_file():
+        if pe_type == 'abs_nointerp' and ('abs', seed) in trained and args.train_size % 32 == 0:
+            # on the training grid the table is used as it is, cropped or resampled: the same training as 'abs'
+            checkpoint = trained[('abs', seed)]
+            print(f'{label} trains exactly as abs (the table is only cropped instead of resampled at other grids): '
+                  f'evaluating {checkpoint}', flush=True)
+        elif args.reuse and checkpoint.is_file():
             print(f'{label} reusing {checkpoint}', flush=True)
         else:
             print(f'{label} training {args.budget_iters} iterations at {args.train_size}x{args.train_size}', flush=True)
             train_arm(train_tool, config, work_dir, overrides, label, args.verbose)
+        trained[(pe_type, seed)] = checkpoint
         t1 = time.time()
         test_args = test_tool.parse_args([config, str(checkpoint), '--work-dir', str(work_dir / 'eval')])
         test_args.cfg_options = overrides
