@@ -619,6 +619,12 @@ def run_case(pair: Pair, size: Tuple[int, int], batch_size: int, dtype_name: str
         row = dict(pair=pair.name, size=list(size), batch=batch_size, dtype=dtype_name, device=str(device), mode=mode,
                    checkpoint_format=pair.fmt, max_abs_diff=diff, diffs=diffs, tolerance=tolerance,
                    equal=(diff is not None and diff <= tolerance) if tolerance is not None else None, note=note)
+        if mode == 'fwdbwd':
+            # the training forward may take other kernels than inference (e.g. the explicit attention product)
+            with autocast():
+                row['train_max_abs_diff'], _ = max_abs_diff(ours.outputs(batch), ref.outputs(batch))
+            if tolerance is not None and row['equal']:
+                row['equal'] = row['train_max_abs_diff'] is not None and row['train_max_abs_diff'] <= tolerance
         for key, c in (('ours', ours), ('ref', ref)):
             median = statistics.median(times[c.name])
             entry = dict(name=c.name, times_s=times[c.name], median_s=median, img_per_s=batch_size / median)
@@ -655,7 +661,8 @@ def _mb(value: Optional[int]) -> str:
 
 def print_row(row: dict, flush: bool = False) -> None:
     o, r = row['ours'], row['ref']
-    diff = f'{row["max_abs_diff"]:.1e}' if row['max_abs_diff'] is not None else 'n/a'
+    values = [row['max_abs_diff'], row.get('train_max_abs_diff', row['max_abs_diff'])]
+    diff = f'{max(values):.1e}' if None not in values else 'n/a'
     mem = f'{row["mem_ratio"]:5.2f}' if row.get('mem_ratio') else f'{"-":>5}'
     tflops = f'{o["tflops"]:7.3f}' if o.get('tflops') else f'{"-":>7}'
     if row['equal'] is False:
@@ -696,7 +703,8 @@ def machine_meta(args) -> dict:
         memory='peak bytes held by the PyTorch allocator during one run above the level at its start: CPU from '
         'torch.profiler allocation events (total_allocated), CUDA from torch.cuda.max_memory_allocated',
         flops='torch.utils.flop_counter.FlopCounterMode over one run (CPU flash attention registered)',
-        equality=f'max abs difference of the outputs in eval mode; fp32 tolerance {FP32_TOLERANCE}')
+        equality=f'max abs difference of the outputs in eval mode (and of the training forward for fwdbwd rows); '
+                 f'fp32 tolerance {FP32_TOLERANCE}')
     return meta
 
 
@@ -769,6 +777,9 @@ def benchmark(args) -> dict:
             continue
         for size in args.sizes:
             for batch in args.batch:
+                if 'fwdbwd' in args.modes and batch < pair.min_train_batch:
+                    errors.append(dict(pair=name, size=list(size), batch=batch, mode='fwdbwd',
+                                       error=f'skipped: training needs batch >= {pair.min_train_batch}'))
                 for dtype in args.dtype:
                     try:
                         results.extend(run_case(pair, size, batch, dtype, args.modes, args))

@@ -2,7 +2,7 @@
 
 "Attention Is All You Need" (arXiv:1706.03762); the bias carries relative position tables and shifted-
 window masks ("Swin Transformer", arXiv:2103.14030) into the fused kernel instead of an explicit
-softmax(Q K^T * scale + B) V.
+softmax(Q K^T * scale + B) V, except on CPU where the explicit product is faster (`use_fused_attention`).
 """
 from typing import Optional
 
@@ -22,6 +22,8 @@ def use_fused_attention(q: torch.Tensor, k: torch.Tensor, needs_grad: bool) -> b
     """Whether `attention_with_bias` runs `F.scaled_dot_product_attention` (else the explicit product)."""
     if q.device.type != 'cpu' or torch.compiler.is_compiling():
         return True
+    if q.dtype not in (torch.float32, torch.float64):
+        return True  # bf16 / fp16: the kernel keeps the scores and the softmax in float32
     if q.shape[-2] * k.shape[-2] < CPU_FUSED_MIN_SCORES:
         return False
     batch_heads = 1

@@ -36,6 +36,9 @@ class PosConvEncoding(nn.Module):
         self.num_prefix_tokens = num_prefix_tokens
         self.proj = nn.Sequential(
             nn.Conv2d(embed_dims, embed_dims, kernel_size, 1, (kernel_size - 1) // 2, bias=True, groups=embed_dims))
+        # The tokens are a channels-last map: with a channels-last weight the conv runs on them as they are
+        # (a contiguous weight makes oneDNN convert input, output and gradients to NCHW: ~5x slower on CPU).
+        self.proj.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
         h, w = check_tokens(x, hw_shape, 'x', self.num_prefix_tokens)

@@ -63,6 +63,8 @@ class SpatialReductionAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop_rate)
         if sr_ratio > 1:
             self.sr = nn.Conv2d(embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
+            # channels-last weight: the conv reads the token map and writes the reduced tokens without copies
+            self.sr.to(memory_format=torch.channels_last)
             self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
         else:
             self.sr = None

@@ -102,31 +102,42 @@ def shifted_window_attn_mask(padded_hw: Sequence[int], window_size: Size2, shift
 # ---------------------------------------------------------------------------------------------------------------
 # Windows as one gather: pad + roll + partition (and back) folded into index maps built once per size
 # ---------------------------------------------------------------------------------------------------------------
+def _rolled_slot(y: torch.Tensor, x: torch.Tensor, window_size: Tuple[int, int], shift_size: Tuple[int, int],
+                 padded_hw: Tuple[int, int]) -> torch.Tensor:
+    """Window slot (window * Mh*Mw + position in the window) of the padded-map position (y, x) after the roll."""
+    (mh, mw), (sh, sw), (hp, wp) = window_size, shift_size, padded_hw
+    i, j = (y - sh) % hp, (x - sw) % wp  # torch.roll(x, -s) puts x[(i + s) % n] at i
+    return ((i // mh) * (wp // mw) + j // mw) * (mh * mw) + (i % mh) * mw + j % mw
+
+
 def window_token_index(hw_shape: Sequence[int], window_size: Size2,
-                       shift_size: Size2 = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+                       shift_size: Size2 = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where the tokens of an H x W map go when it is zero-padded at the bottom/right to window multiples,
-    rolled by (-sh, -sw) and cut into windows (the order of `window_partition`).
+    rolled by (-sh, -sw) and cut into windows (the order of `window_partition`). Index arithmetic only (no
+    data-dependent ops), so it traces under torch.compile.
 
     Returns:
         source: (nW * Mh*Mw,) long, the row-major token index (in H x W) held by every window slot, -1 for
             a padding slot.
         slots: (H*W,) long, the window slot (window * Mh*Mw + position in the window) of every token.
+        pad_slots: (Hp*Wp - H*W,) long, the window slots that hold padding.
     """
     h, w = to_2tuple(tuple(hw_shape), 'hw_shape')
     mh, mw = to_2tuple(window_size, 'window_size')
     sh, sw = (shift_size, shift_size) if isinstance(shift_size, int) else tuple(shift_size)
     hp, wp = padded_size((h, w), (mh, mw))
-    # torch.roll(x, -s) puts x[(i + s) % n] at i
-    ys = (torch.arange(hp) + sh) % hp
-    xs = (torch.arange(wp) + sw) % wp
-    source = ys[:, None] * w + xs[None, :]
-    source = source.masked_fill((ys[:, None] >= h) | (xs[None, :] >= w), -1)
-    # Hp, Wp -> nWh, Mh, nWw, Mw -> nWh, nWw, Mh, Mw -> nW * N
-    source = source.view(hp // mh, mh, wp // mw, mw).transpose(1, 2).reshape(-1)
-    valid = source >= 0
-    slots = torch.empty(h * w, dtype=torch.long)
-    slots[source[valid]] = torch.arange(source.numel())[valid]
-    return source, slots
+    geometry = ((mh, mw), (sh, sw), (hp, wp))
+    # slot order: window row, window column, row in the window, column in the window
+    i = (torch.arange(hp // mh).view(-1, 1, 1, 1) * mh + torch.arange(mh).view(1, 1, -1, 1)).expand(-1, wp // mw, -1, mw)
+    j = (torch.arange(wp // mw).view(1, -1, 1, 1) * mw + torch.arange(mw).view(1, 1, 1, -1)).expand(hp // mh, -1, mh, -1)
+    y, x = (i + sh) % hp, (j + sw) % wp
+    source = torch.where((y < h) & (x < w), y * w + x, -1).reshape(-1)
+    slots = _rolled_slot(torch.arange(h).view(-1, 1), torch.arange(w).view(1, -1), *geometry).reshape(-1)
+    # padding of the un-rolled map: rows h..Hp-1 (all columns), then columns w..Wp-1 of rows 0..h-1
+    pad_y = torch.cat([torch.arange(h, hp).repeat_interleave(wp), torch.arange(h).repeat_interleave(wp - w)])
+    pad_x = torch.cat([torch.arange(wp).repeat(hp - h), torch.arange(w, wp).repeat(h)])
+    pad_slots = _rolled_slot(pad_y, pad_x, *geometry)
+    return source, slots, pad_slots
 
 
 class WindowRows(NamedTuple):
@@ -144,17 +155,14 @@ class WindowRows(NamedTuple):
 @functools.lru_cache(maxsize=128)
 def _window_rows(hw_shape: Tuple[int, int], window_size: Tuple[int, int], shift_size: Tuple[int, int],
                  num_heads: int, device: torch.device) -> WindowRows:
-    source, slots = window_token_index(hw_shape, window_size, shift_size)
+    source, slots, pad_slots = window_token_index(hw_shape, window_size, shift_size)
     n = window_size[0] * window_size[1]
     num_windows = source.numel() // n
-    pad = source < 0
     token = source.clamp(min=0).view(num_windows, 1, 1, n)
     s = torch.arange(3).view(1, 1, 3, 1)
     h = torch.arange(num_heads).view(1, num_heads, 1, 1)
-    shape = (num_windows, num_heads, 3, n)
     # window row (w, h, s, n) <- qkv row (token, s, h)
-    qkv_index = ((token * 3 + s) * num_heads + h).expand(shape).reshape(-1)
-    pad_slots = pad.nonzero().squeeze(1)  # P, as w * N + n
+    qkv_index = ((token * 3 + s) * num_heads + h).expand(num_windows, num_heads, 3, n).reshape(-1)
     w_pad, n_pad = (pad_slots // n).view(1, 1, -1), (pad_slots % n).view(1, 1, -1)
     s_p, h_p = torch.arange(3).view(3, 1, 1), torch.arange(num_heads).view(1, num_heads, 1)
     pad_rows = (((w_pad * num_heads + h_p) * 3 + s_p) * n + n_pad).reshape(-1)  # 3, nH, P -> window rows
@@ -164,18 +172,24 @@ def _window_rows(hw_shape: Tuple[int, int], window_size: Tuple[int, int], shift_
     # token row (token, h) <- output row (w, h, n)
     out_index = ((w_of.view(-1, 1) * num_heads + h_t.view(1, -1)) * n + n_of.view(-1, 1)).reshape(-1)
     out_inverse = (token.view(num_windows, 1, n) * num_heads + h.view(1, num_heads, 1)).reshape(-1)
-    out_pad = pad.view(num_windows, 1, n).expand(num_windows, num_heads, n).reshape(-1)
+    out_pad_rows = ((w_pad.view(1, -1) * num_heads + torch.arange(num_heads).view(-1, 1)) * n
+                    + n_pad.view(1, -1)).reshape(-1)  # nH, P
     to = functools.partial(torch.Tensor.to, device=device)
     return WindowRows(num_windows, to(qkv_index), to(qkv_inverse), to(pad_rows), to(out_index), to(out_inverse),
-                      to(out_pad.nonzero().squeeze(1)))
+                      to(out_pad_rows))
 
 
+@torch.compiler.disable
 def window_rows(hw_shape: Sequence[int], window_size: Size2, shift_size: Size2, num_heads: int,
                 device: torch.device = torch.device('cpu')) -> WindowRows:
-    """Index maps of `windows_from_qkv` / `tokens_from_windows` for an H x W map (built once per size, cached)."""
+    """Index maps of `windows_from_qkv` / `tokens_from_windows` for an H x W map (built once per size, cached).
+
+    Runs outside torch.compile graphs: the maps enter them as inputs (inductor fusing the index arithmetic
+    into the gathers fails on its value ranges in torch 2.13)."""
     sh, sw = (shift_size, shift_size) if isinstance(shift_size, int) else tuple(shift_size)
-    return _window_rows(to_2tuple(tuple(hw_shape), 'hw_shape'), to_2tuple(window_size, 'window_size'),
-                        (int(sh), int(sw)), int(num_heads), torch.device(device))
+    key = (to_2tuple(tuple(hw_shape), 'hw_shape'), to_2tuple(window_size, 'window_size'), (int(sh), int(sw)),
+           int(num_heads), torch.device(device))
+    return _window_rows(*key)
 
 
 class _GatherRows(torch.autograd.Function):
