@@ -448,3 +448,27 @@ def test_registered_in_mmengine_root_registry():
     from mmengine.registry import MODELS
     model = MODELS.build(dict(type='SwinRPB', arch=TINY, out_indices=(3,)))
     assert isinstance(model, SwinRPB) and model.out_channels == (128,)
+
+
+@pytest.mark.parametrize('hw, window, shift', [((10, 13), (7, 7), (3, 3)), ((14, 14), (7, 7), (0, 0)),
+                                               ((5, 9), (5, 7), (0, 3)), ((16, 16), (7, 7), (3, 3))])
+def test_compile_path_equals_cached_gathers_with_gradients(hw, window, shift):
+    """Under torch.compile the windows are plain pad / roll / partition; both paths give the same values."""
+    from vitpe_mm.models.swin import WindowAttention
+    torch.manual_seed(0)
+    attn = WindowAttention(16, 2, (7, 7))
+    with torch.no_grad():
+        attn.relative_position_bias.relative_position_bias_table.normal_()
+        attn.qkv.bias.normal_()  # padding tokens carry this bias on both paths
+    x = torch.randn(2, hw[0] * hw[1], 16, requires_grad=True)
+    mask = None
+    if shift != (0, 0):
+        from vitpe_mm.layers import padded_size, shifted_window_attn_mask
+        mask = shifted_window_attn_mask(padded_size(hw, window), window, shift)
+    gathered = attn.forward_map(x, hw, window, shift)
+    plain = attn.proj(attn._windows_plain(x, hw, window, shift, mask))
+    torch.testing.assert_close(plain, gathered, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(gathered)
+    params = [x, attn.qkv.weight, attn.qkv.bias, attn.relative_position_bias.relative_position_bias_table]
+    for a, b in zip(torch.autograd.grad(plain, params, grad), torch.autograd.grad(gathered, params, grad)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

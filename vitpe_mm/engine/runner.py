@@ -321,17 +321,36 @@ def _wrap_load_checkpoint(load: Callable) -> Callable:
     return load_checkpoint
 
 
+def static_compile_options(compile_cfg):
+    """`cfg.compile` with `dynamic=False` unless the config chose: one static graph per input size.
+
+    With symbolic sizes, torch 2.13's inductor fails on the strides of the pyramids' token maps (CPVT, Swin:
+    "cannot determine truth value of Relational", "Invalid ranges"); static graphs compile and match eager
+    (tests/models/test_compile.py). `None` / `False` (no compile) pass through unchanged.
+    """
+    if compile_cfg is None or compile_cfg is False:
+        return compile_cfg
+    if compile_cfg is True:
+        return dict(dynamic=False)
+    if not isinstance(compile_cfg, dict):
+        raise TypeError(f'cfg.compile must be a bool or a dict of torch.compile options, got {compile_cfg!r}')
+    return compile_cfg if 'dynamic' in compile_cfg else dict(compile_cfg, dynamic=False)
+
+
 def build_runner(cfg: Config) -> Runner:
     """The runner for a config readied by `load_config` / `fit_to_machine`.
 
     Starts the process group on CPU for a distributed `cfg.launcher` (`init_distributed`), limits torch.compile's
-    recompilations as mmdet's tools do, and builds `SafeLoadRunner.from_cfg(cfg)`, or the config's `runner_type`
+    recompilations as mmdet's tools do, compiles with static shapes unless `cfg.compile` says otherwise
+    (`static_compile_options`), and builds `SafeLoadRunner.from_cfg(cfg)`, or the config's `runner_type`
     from the registry (its `load_checkpoint` then gets the same allowlist).
     """
     if cfg.get('default_scope') == 'mmdet':
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
     init_distributed(cfg, cfg.get('launcher', 'none'))
+    if cfg.get('compile'):
+        cfg.compile = static_compile_options(cfg.compile)
     if 'runner_type' not in cfg:
         return SafeLoadRunner.from_cfg(cfg)
     runner = RUNNERS.build(cfg)

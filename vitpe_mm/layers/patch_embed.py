@@ -47,8 +47,11 @@ class PatchEmbed(nn.Module):
         if h + 2 * self.padding < kh or w + 2 * self.padding < kw:
             raise ValueError(f'input of {h}x{w} is smaller than the patch size {kh}x{kw}')
         sh, sw = self.stride
-        pad_h = (-(h + 2 * self.padding - kh)) % sh
-        pad_w = (-(w + 2 * self.padding - kw)) % sw
+        # the padding that makes (size - kernel) a stride multiple, as a ceil-division: under torch.compile
+        # with dynamic sizes, inductor reasons about (n + s - 1) // s but not about the modulo form
+        span_h, span_w = h + 2 * self.padding - kh, w + 2 * self.padding - kw
+        pad_h = (span_h + sh - 1) // sh * sh - span_h
+        pad_w = (span_w + sw - 1) // sw * sw - span_w
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x)

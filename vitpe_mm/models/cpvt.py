@@ -353,10 +353,6 @@ class CPVTv2(PEBackbone):
         b = x.shape[0]
         outs = []
         for i in range(self._run_stages):
-            if i and torch.compiler.is_compiling():
-                # One graph per stage under torch.compile: with dynamic sizes, four nested ceil-divisions in one
-                # graph make inductor's symbolic stride simplification run for many minutes (torch 2.13).
-                torch._dynamo.graph_break()
             x, hw_shape = self.patch_embeds[i](x)  # B, C, H, W -> B, h*w, C
             if self.pos_embeds is not None:
                 if self.pe_type == 'sincos':

@@ -15,7 +15,8 @@ from mmengine.registry import MODELS
 from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, MultiheadSelfAttention, PatchEmbed, PosConvEncoding,
                       RelativePositionBias, SinCosPositionEmbedding, attention_with_bias, padded_size,
                       shifted_window_attn_mask, to_2tuple)
-from ..layers.window import tokens_from_windows, window_rows, windows_from_qkv
+from ..layers.window import (tokens_from_windows, window_partition, window_reverse, window_rows,
+                             windows_from_qkv)
 from .base import PEBackbone
 
 Size2 = Union[int, Sequence[int]]
@@ -100,6 +101,10 @@ class WindowAttention(MultiheadSelfAttention):
         mask = None
         if shift_size != (0, 0):
             mask = shifted_window_attn_mask((hp, wp), window_size, shift_size, x.device, x.dtype)  # nW, N, N
+        if torch.compiler.is_compiling():
+            # torch.compile: the same computation as plain pad / roll / partition (traceable, and inductor
+            # fuses the moves), instead of the cached index maps that are built outside the graph.
+            return self.proj_drop(self.proj(self._windows_plain(x, hw_shape, window_size, shift_size, mask)))
         rows = window_rows(hw_shape, window_size, shift_size, self.num_heads, x.device)
         # B, H*W, 3C -> 3 x B*nW, nH, N, d
         q, k, v = windows_from_qkv(self.qkv(x), self.qkv.bias, rows, self.num_heads)
@@ -107,6 +112,29 @@ class WindowAttention(MultiheadSelfAttention):
                                   self.attn_drop_rate if self.training else 0.0, self.scale)
         out = tokens_from_windows(out, rows, b)  # B*nW, nH, N, d -> B, H*W, C
         return self.proj_drop(self.proj(out))
+
+    def _windows_plain(self, x: torch.Tensor, hw_shape: Tuple[int, int], window_size: Tuple[int, int],
+                       shift_size: Tuple[int, int], mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """W-MSA / SW-MSA before the output projection, written as pad -> roll -> partition -> attention ->
+        reverse -> roll back -> crop (the reference code); `forward_map` runs it under torch.compile."""
+        b, _, c = x.shape
+        (h, w), (sh, sw) = hw_shape, shift_size
+        m = x.view(b, h, w, c)
+        hp, wp = padded_size(hw_shape, window_size)
+        if (hp, wp) != (h, w):
+            m = F.pad(m, (0, 0, 0, wp - w, 0, hp - h))  # zero tokens: their q, k, v are the qkv bias
+        if (sh, sw) != (0, 0):
+            m = torch.roll(m, (-sh, -sw), (1, 2))
+        windows, _ = window_partition(m, window_size)  # B*nW, N, C
+        nw, n = windows.shape[:2]
+        q, k, v = self.qkv(windows).view(nw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = attention_with_bias(q, k, v, self.window_bias(window_size, mask),
+                                  self.attn_drop_rate if self.training else 0.0, self.scale)
+        out = out.transpose(1, 2).reshape(nw, n, c)  # B*nW, nH, N, d -> B*nW, N, C
+        m = window_reverse(out, window_size, (hp, wp), (hp, wp))
+        if (sh, sw) != (0, 0):
+            m = torch.roll(m, (sh, sw), (1, 2))
+        return m[:, :h, :w].reshape(b, h * w, c)
 
 
 class SwinBlock(nn.Module):
