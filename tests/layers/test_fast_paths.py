@@ -109,3 +109,31 @@ def test_fused_kernel_policy(monkeypatch):
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
     assert use_fused_attention(large, keys, needs_grad=True)
     assert use_fused_attention(small.bfloat16(), small.bfloat16(), needs_grad=False)  # float32 softmax inside
+
+
+@pytest.mark.parametrize('shape, splits', [((1, 1, 256, 16), 2), ((2, 3, 192, 8), 3), ((1, 2, 128, 16), 4)])
+def test_fused_split_queries_equals_explicit_with_gradients(shape, splits):
+    from vitpe_mm.layers.attention import _fused_split_queries
+    torch.manual_seed(0)
+    b, h, n, d = shape
+    q = torch.randn(b, n, h, d).transpose(1, 2).requires_grad_(True)  # strided, as a qkv view
+    k = torch.randn(b, h, 40, d, requires_grad=True)
+    v = torch.randn(b, h, 40, d, requires_grad=True)
+    expected = _explicit_attention(q, k, v, None, 0.0, 0.3)
+    out = _fused_split_queries(q, k, v, 0.0, 0.3, splits)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(expected)
+    for a, e in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(expected, (q, k, v), grad)):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5)
+
+
+def test_query_splits_only_for_few_pairs_with_grad(monkeypatch):
+    from vitpe_mm.layers.attention import cpu_query_splits
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 4)
+    q, k = torch.randn(1, 1, 16384, 64), torch.randn(1, 1, 256, 64)
+    assert cpu_query_splits(q, k, None, needs_grad=True) == 4
+    assert cpu_query_splits(q, k, None, needs_grad=False) == 1  # inference: the fused forward is parallel
+    assert cpu_query_splits(q.expand(2, 2, -1, -1), k.expand(2, 2, -1, -1), None, True) == 1  # enough pairs
+    assert cpu_query_splits(q, k, torch.zeros(1, 16384, 256), True) == 1  # a bias keeps the explicit path
+    assert cpu_query_splits(q[:, :, :16383], k, None, True) == 1  # queries that do not divide
+    assert cpu_query_splits(q.expand(1, 3, -1, -1), k.expand(1, 3, -1, -1), None, True) == 2

@@ -32,6 +32,41 @@ def use_fused_attention(q: torch.Tensor, k: torch.Tensor, needs_grad: bool) -> b
     return not needs_grad or batch_heads >= torch.get_num_threads()
 
 
+def cpu_query_splits(q: torch.Tensor, k: torch.Tensor, attn_bias: Optional[torch.Tensor], needs_grad: bool) -> int:
+    """Query groups for `_fused_split_queries` on CPU (1: do not split).
+
+    The CPU flash kernel's backward runs one (batch, head) pair per thread: PCPVT's single-head first stage at
+    batch 1 would train on one thread. Cut into groups the queries become extra heads, and the fused kernel
+    keeps its memory (no N x M scores saved: 16 MiB per stage-1 block at 512x512, 280 MiB at 800x1333).
+    """
+    if (q.device.type != 'cpu' or not needs_grad or attn_bias is not None or torch.compiler.is_compiling()
+            or q.dtype not in (torch.float32, torch.float64) or q.shape[-2] * k.shape[-2] < CPU_FUSED_MIN_SCORES):
+        return 1
+    batch_heads = 1
+    for size in q.shape[:-2]:
+        batch_heads *= size
+    threads = torch.get_num_threads()
+    if batch_heads >= threads:
+        return 1
+    splits = -(-threads // batch_heads)
+    n = q.shape[-2]
+    return splits if n % splits == 0 and n // splits >= 64 else 1
+
+
+def _fused_split_queries(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, scale: float,
+                         splits: int) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` with the queries of every (batch, head) cut into `splits` groups that
+    attend to the same keys as extra heads (each query row is independent: the result is the same)."""
+    *lead, n, d = q.shape
+    heads = lead[-1] if lead else 1
+    outer = lead[:-1]
+    qs = q.reshape(*outer, heads * splits, n // splits, d)
+    ks, vs = (t.unsqueeze(-3).expand(*t.shape[:-2], splits, *t.shape[-2:]).reshape(*outer, heads * splits,
+                                                                                      *t.shape[-2:]) for t in (k, v))
+    out = F.scaled_dot_product_attention(qs, ks, vs, dropout_p=dropout_p, scale=scale)
+    return out.reshape(*lead, n, out.shape[-1])
+
+
 def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: Optional[torch.Tensor],
                         dropout_p: float, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale + bias) v with the scores materialised, as the references compute it.
@@ -84,6 +119,9 @@ def attention_with_bias(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if not use_fused_attention(q, k, needs_grad):
+        splits = cpu_query_splits(q, k, attn_bias, needs_grad)
+        if splits > 1:
+            return _fused_split_queries(q, k, v, dropout_p, scale, splits)
         return _explicit_attention(q, k, v, attn_bias, dropout_p, scale)
     if attn_bias is not None and attn_bias.dim() == 4 and attn_bias.shape[0] not in (1, q.shape[0]):
         num_windows = attn_bias.shape[0]

@@ -241,7 +241,9 @@ def windows_from_qkv(qkv: torch.Tensor, qkv_bias: Optional[torch.Tensor], rows: 
     b, tokens, c3 = qkv.shape
     d = c3 // (3 * num_heads)
     n = rows.qkv_index.numel() // (3 * num_heads * rows.num_windows)
-    fill = qkv_bias.view(3 * num_heads, d) if qkv_bias is not None else None
+    # under autocast the projection's output is bf16/fp16 while its bias stays fp32 (a zero token's qkv is the bias
+    # in the output's dtype, as the padded-map computation gives)
+    fill = qkv_bias.to(qkv.dtype).view(3 * num_heads, d) if qkv_bias is not None else None
     # B, H*W*3*nH, d -> B, nW*nH*3*N, d
     windows = _GatherRows.apply(qkv.reshape(b, tokens * 3 * num_heads, d), fill, rows.qkv_index, rows.qkv_inverse,
                                 rows.pad_rows, None)
