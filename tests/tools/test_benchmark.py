@@ -78,3 +78,15 @@ def test_bad_options_are_rejected():
         tool.main(['--models', 'resnet'])
     with pytest.raises(SystemExit):
         tool.main(['--dtype', 'fp8'])
+
+
+def test_bf16_rows_report_each_sides_error_against_fp32(tmp_path):
+    tool = _tool()
+    data = tool.main(['--quick', '--models', 'cpvt-timm,vit-timm', '--sizes', '96', '--dtype', 'bf16', '--modes', 'fwd',
+                      '--threads', '1', '--no-memory', '--no-flops', '--out', str(tmp_path / 'bf16.json')])
+    assert not data['errors'], data['errors']
+    for row in data['results']:
+        assert row['dtype'] == 'bf16' and row['tolerance'] is None and row['equal'] is None
+        err = row['low_precision_mean_abs_error']
+        # both sides carry bf16 rounding (> 0), and ours is not less accurate than the reference
+        assert 0 < err['ours'] <= 1.2 * err['ref'], err
