@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 
 # On CPU the fused kernel (flash attention for CPU) works on query/key tiles of 32+ tokens: for small windows
-# (Swin's 7x7: 49 x 49 scores) the explicit product is faster, forward and backward, in fp32 and bf16 (Swin-T bf16
-# training at 512x512: 1.21x mmdet's speed at 0.87x its memory, against 1.08x and 1.05x with the fused kernel). Its backward also runs
-# one (batch, head) pair per thread, so with fewer pairs than threads (PCPVT's single-head first stage at
-# batch 1) the explicit backward is much faster. Measured with tools/benchmark.py (see the commit message).
+# (Swin's 7x7: 49 x 49 scores) the explicit product is faster, forward and backward, in fp32 and bf16 (Swin-T
+# bf16 training at 512x512: 1.21x mmdet's speed at 0.87x its memory, against 1.08x and 1.05x with the fused
+# kernel). Its backward runs one (batch, head) pair per thread: with fewer pairs than threads (PCPVT's
+# single-head first stage at batch 1) the queries are split into extra heads (`cpu_query_splits`).
+# Measured with tools/benchmark.py.
 CPU_FUSED_MIN_SCORES = 128 * 128
 
 
