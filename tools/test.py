@@ -37,6 +37,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (flip; mmseg: tta_pipeline)')
+    parser.add_argument('--allow-mismatch', action='store_true',
+                        help="evaluate a checkpoint whose weights are not exactly the config's model (missing ones "
+                        'keep their initialisation); without it such a checkpoint is an error')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -126,6 +129,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f'test.py: error: {err}', file=sys.stderr)
         sys.exit(2)
     runner = build_runner(cfg)  # starts the process group for a distributed run
+    if not args.allow_mismatch:
+        # mmengine loads test checkpoints non-strictly: another model's checkpoint would be evaluated half random
+        from vitpe_mm.analysis.sweep import check_checkpoint_matches
+        try:
+            check_checkpoint_matches(runner.model, args.checkpoint)
+        except ValueError as err:
+            destroy_process_group()
+            print(f'test.py: error: {err} (--allow-mismatch evaluates it anyway)', file=sys.stderr)
+            sys.exit(2)
     if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

@@ -282,6 +282,28 @@ def test_missing_test_checkpoint(tmp_path, mini_root, capsys):
     assert str(tmp_path / 'iter_9.pth') in capsys.readouterr().err
 
 
+def test_checkpoint_of_another_model_is_refused(tmp_path, mini_root, capsys):
+    """mmengine would load it non-strictly and evaluate random weights in place of the missing ones."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS as SEG_MODELS
+    test_tool = load_tool('test')
+    config = write_config(tmp_path / 'cfg.py', UPERNET, mini_root)
+    cfg = load_config(str(config))
+    init_default_scope('mmseg')
+    state = SEG_MODELS.build(cfg.model).state_dict()
+    table = next(k for k in state if 'relative_position_bias_table' in k)
+    state.pop(table)  # e.g. a model trained with another pe_type
+    state['backbone.pos_block.0.proj.0.weight'] = torch.zeros(1)
+    ckpt = tmp_path / 'other.pth'
+    torch.save({'state_dict': state, 'meta': {}}, ckpt)
+    with pytest.raises(SystemExit) as exit_info:
+        test_tool.main([str(config), str(ckpt), '--work-dir', str(tmp_path / 'wd')])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert '1 missing' in err and table in err and 'backbone.pos_block.0.proj.0.weight' in err
+    assert '--allow-mismatch' in err
+
+
 @pytest.mark.parametrize('body,toolbox', [(MASK_RCNN, 'mmdet'), (UPERNET, 'mmseg')], ids=['mmdet', 'mmseg'])
 def test_toolbox_from_config(tmp_path, mini_root, body, toolbox):
     from vitpe_mm.engine import detect_toolbox
