@@ -9,7 +9,7 @@ through our checkpoint converters (`vitpe_mm.checkpoint.convert_state_dict`) int
     swin-timm      SwinRPB Swin-T                             vs timm swin_tiny_patch4_window7_224 (strict_img_size=False)
     cpvt-mmseg     CPVTv2-S (mmseg's norms)                   vs mmseg PCPVT (Twins-PCPVT-S)
     cpvt-timm      CPVTv2-S                                   vs timm twins_pcpvt_small
-    vit-timm       ViTPE DeiT-S / ViT-S                       vs timm vit_small_patch16_224 (dynamic_img_size=True)
+    vit-timm       ViTPE DeiT-S / ViT-S                       vs timm vit_small_patch16_224 (dynamic_img_size, _pad)
     maskrcnn-swin  mmdet Mask R-CNN + FPN with SwinRPB        vs the same model with mmdet SwinTransformer
     upernet-cpvt   mmseg UperNet with CPVTv2                  vs the same model with mmseg PCPVT
 
@@ -326,8 +326,9 @@ class ViTTimm(Pair):
         torch.manual_seed(0)
         kwargs = dict(embed_dim=TINY_VIT['embed_dims'], depth=TINY_VIT['num_layers'],
                       num_heads=TINY_VIT['num_heads']) if tiny else {}
+        # dynamic_img_pad: timm pads the image to patch multiples at the bottom/right, as we do
         self.ref = perturb(timm.create_model('vit_small_patch16_224', pretrained=False, dynamic_img_size=True,
-                                             **kwargs))
+                                             dynamic_img_pad=True, **kwargs))
         self.ours = ViTPE(arch=dict(TINY_VIT) if tiny else 'deit-s')
         self.fmt = load_reference_weights(self.ours, self.ref.state_dict(), 'vit')
         self.ref.to(device)
@@ -336,15 +337,11 @@ class ViTTimm(Pair):
     def contenders(self, size):
         def timm_maps(module, x):
             tokens = module.forward_features(x)[:, module.num_prefix_tokens:]
-            h, w = x.shape[-2] // 16, x.shape[-1] // 16
+            h, w = -(-x.shape[-2] // 16), -(-x.shape[-1] // 16)
             return [tokens.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)]
         return (backbone_contender('ours ViTPE', self.ours, _tuple_maps),
                 backbone_contender('timm vit_small_patch16_224', self.ref, timm_maps))
 
-    def note(self, size):
-        if size[0] % 16 or size[1] % 16:
-            return 'size not a multiple of 16: timm floors the patch grid, we pad'
-        return ''
 
 
 def _build_from_text(registry_module: str, text: str):

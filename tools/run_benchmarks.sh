@@ -18,6 +18,7 @@ if [ "${DEVICE:-cpu}" = cuda ]; then
   exit 0
 fi
 bench backbones_cpu_fp32_b1 --models backbones --sizes 224,512,800x1333 --batch 1 --repeats 5 --warmup 1
+bench vit_cpu_fp32_b1_800x1333 --models vit-timm --sizes 800x1333 --batch 1 --repeats 5 --warmup 1
 bench backbones_cpu_fp32_b2 --models swin-mmdet,cpvt-mmseg,cpvt-timm,vit-timm --sizes 512 --batch 2 --repeats 5 \
   --warmup 1 --no-flops
 bench backbones_cpu_bf16_b1 --models swin-mmdet,cpvt-mmseg,swin-timm,cpvt-timm,vit-timm --sizes 512 --batch 1 \
