@@ -139,3 +139,21 @@ def test_query_splits_only_for_few_pairs_with_grad(monkeypatch):
     assert cpu_query_splits(q, k, torch.zeros(1, 16384, 256), True) == 1  # a bias keeps the explicit path
     assert cpu_query_splits(q[:, :, :16383], k, None, True) == 1  # queries that do not divide
     assert cpu_query_splits(q.expand(1, 3, -1, -1), k.expand(1, 3, -1, -1), None, True) == 2
+
+
+@pytest.mark.slow
+def test_query_split_compiles_in_one_graph_and_matches(monkeypatch):
+    """The split runs under torch.compile too (fullgraph: no break), with the eager values and gradients."""
+    from vitpe_mm.layers.attention import attention_with_bias, cpu_query_splits
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 2)
+    torch._dynamo.reset()
+    q = torch.randn(1, 1, 256, 16, requires_grad=True)
+    k = torch.randn(1, 1, 128, 16, requires_grad=True)
+    v = torch.randn(1, 1, 128, 16, requires_grad=True)
+    assert cpu_query_splits(q, k, None, needs_grad=True) == 2
+    compiled = torch.compile(attention_with_bias, fullgraph=True, dynamic=False)
+    out, expected = compiled(q, k, v), _explicit_attention(q, k, v, None, 0.0, 16 ** -0.5)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(out)
+    for a, e in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(expected, (q, k, v), grad)):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5)

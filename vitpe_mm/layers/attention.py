@@ -20,6 +20,12 @@ import torch.nn.functional as F
 CPU_FUSED_MIN_SCORES = 128 * 128
 
 
+@torch._dynamo.assume_constant_result
+def _num_threads() -> int:
+    """torch.get_num_threads(), read once per compiled graph under torch.compile (dynamo cannot trace it)."""
+    return torch.get_num_threads()
+
+
 def use_fused_attention(q: torch.Tensor, k: torch.Tensor, needs_grad: bool) -> bool:
     """Whether `attention_with_bias` runs `F.scaled_dot_product_attention` (else the explicit product)."""
     if q.device.type != 'cpu' or torch.compiler.is_compiling():
@@ -31,7 +37,7 @@ def use_fused_attention(q: torch.Tensor, k: torch.Tensor, needs_grad: bool) -> b
     batch_heads = 1
     for size in q.shape[:-2]:
         batch_heads *= size
-    return not needs_grad or batch_heads >= torch.get_num_threads()
+    return not needs_grad or batch_heads >= _num_threads()
 
 
 def cpu_query_splits(q: torch.Tensor, k: torch.Tensor, attn_bias: Optional[torch.Tensor], needs_grad: bool) -> int:
@@ -41,13 +47,13 @@ def cpu_query_splits(q: torch.Tensor, k: torch.Tensor, attn_bias: Optional[torch
     batch 1 would train on one thread. Cut into groups the queries become extra heads, and the fused kernel
     keeps its memory (no N x M scores saved: 16 MiB per stage-1 block at 512x512, 280 MiB at 800x1333).
     """
-    if (q.device.type != 'cpu' or not needs_grad or attn_bias is not None or torch.compiler.is_compiling()
-            or q.dtype not in (torch.float32, torch.float64) or q.shape[-2] * k.shape[-2] < CPU_FUSED_MIN_SCORES):
+    if (q.device.type != 'cpu' or not needs_grad or attn_bias is not None
+            or q.shape[-2] * k.shape[-2] < CPU_FUSED_MIN_SCORES):
         return 1
     batch_heads = 1
     for size in q.shape[:-2]:
         batch_heads *= size
-    threads = torch.get_num_threads()
+    threads = _num_threads()
     if batch_heads >= threads:
         return 1
     splits = -(-threads // batch_heads)
@@ -120,10 +126,10 @@ def attention_with_bias(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              f'{q.shape[0]} windows')
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    splits = cpu_query_splits(q, k, attn_bias, needs_grad)  # also under torch.compile: the same aten kernel
+    if splits > 1:
+        return _fused_split_queries(q, k, v, dropout_p, scale, splits)
     if not use_fused_attention(q, k, needs_grad):
-        splits = cpu_query_splits(q, k, attn_bias, needs_grad)
-        if splits > 1:
-            return _fused_split_queries(q, k, v, dropout_p, scale, splits)
         return _explicit_attention(q, k, v, attn_bias, dropout_p, scale)
     if attn_bias is not None and attn_bias.dim() == 4 and attn_bias.shape[0] not in (1, q.shape[0]):
         num_windows = attn_bias.shape[0]
