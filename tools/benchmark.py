@@ -548,6 +548,21 @@ def timed(step: Callable, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """Silences file descriptor 2 (C++ log lines) for the duration; Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, 'w') as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(step: Callable, device: torch.device) -> Tuple[Optional[int], str]:
     """Peak bytes allocated by PyTorch during `step()` above the level at its start."""
     gc.collect()
@@ -561,8 +576,14 @@ def peak_memory(step: Callable, device: torch.device) -> Tuple[Optional[int], st
     try:
         from torch._C._profiler import _EventType
         from torch.profiler import ProfilerActivity, profile
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        with _native_stderr_muted():  # Kineto prints 'USDT: ... profiler_start' to fd 2 at start and stop
+            prof.__enter__()
+        try:
             step()
+        finally:
+            with _native_stderr_muted():
+                prof.__exit__(None, None, None)
         allocations, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
         while stack:
             node = stack.pop()

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-docs/benchmark}
 mkdir -p "$OUT"
 bench() { local name=$1; shift; echo "# $(date -u +%H:%M:%S) $name"; bash run.sh python tools/benchmark.py "$@" --out "$OUT/$name.json" 2>&1 \
-  | grep -v -e 'USDT' -e 'gpuGetDeviceCount' -e 'No CUDA runtime' | tee "$OUT/$name.txt"; }
+  | tee "$OUT/$name.txt"; }
 if [ "${DEVICE:-cpu}" = cuda ]; then
   bench backbones_cuda_bf16_b2 --device cuda --models backbones --sizes 512,800x1333,1024 --batch 2 --dtype fp32,bf16 \
     --repeats 10 --warmup 3 --peak-tflops "${PEAK_TFLOPS:-989}"
