@@ -3,11 +3,12 @@
 # otherwise idle: contenders alternate within each round, but load still adds noise). Writes docs/benchmark/.
 #   bash tools/run_benchmarks.sh [OUT_DIR]          about 25 min on a 2-core CPU machine
 # On a GPU machine add the bf16 table:  DEVICE=cuda PEAK_TFLOPS=989 bash tools/run_benchmarks.sh
+# A smoke run of the whole script (tiny models, one repeat): BENCH_EXTRA=--quick bash tools/run_benchmarks.sh /tmp/b
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-docs/benchmark}
 mkdir -p "$OUT"
-bench() { local name=$1; shift; echo "# $(date -u +%H:%M:%S) $name"; bash run.sh python tools/benchmark.py "$@" --out "$OUT/$name.json" 2>&1 \
+bench() { local name=$1; shift; echo "# $(date -u +%H:%M:%S) $name"; bash run.sh python tools/benchmark.py "$@" ${BENCH_EXTRA:-} --out "$OUT/$name.json" 2>&1 \
   | tee "$OUT/$name.txt"; }
 if [ "${DEVICE:-cpu}" = cuda ]; then
   bench backbones_cuda_bf16_b2 --device cuda --models backbones --sizes 512,800x1333,1024 --batch 2 --dtype fp32,bf16 \
