@@ -42,12 +42,10 @@ Examples:
 """
 import argparse
 import contextlib
-import copy
 import csv
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import statistics
@@ -115,27 +113,29 @@ def flatten_tensors(obj) -> List[torch.Tensor]:
     return []
 
 
-def max_abs_diff(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> Tuple[Optional[float], List]:
+def compare_outputs(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> Tuple[Optional[float], List,
+                                                                                        Optional[float]]:
+    """(max abs difference, the per-output differences, max scaled difference) of two lists of outputs.
+
+    The scaled difference is, per output, max|o - r| / max(1, max|r|): the absolute difference for maps of
+    magnitude <= 1 (the backbones' features), relative to the map's largest value above (whole models end in
+    FPN / head features that sum thousands of products, where a backbone difference of 5e-6 grows with the values).
+    Shape mismatches give None and a description in place of a number.
+    """
     if len(outs) != len(refs):
-        return None, [f'{len(outs)} outputs vs {len(refs)}']
-    diffs = []
+        return None, [f'{len(outs)} outputs vs {len(refs)}'], None
+    diffs, scaled = [], []
     for o, r in zip(outs, refs):
         if o.shape != r.shape:
             diffs.append(f'shape {tuple(o.shape)} vs {tuple(r.shape)}')
-        else:
-            diffs.append((o.float() - r.float()).abs().max().item())
-    numeric = [d for d in diffs if isinstance(d, float)]
-    return (max(numeric) if len(numeric) == len(diffs) else None), diffs
-
-
-def max_scaled_diff(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> Optional[float]:
-    """max over outputs of max|o - r| / max(1, max|r|): the absolute difference for maps of magnitude <= 1 (the
-    backbones' features), relative to the map's largest value above (whole models end in FPN / head features
-    that sum thousands of products, where a backbone difference of 5e-6 grows with the values)."""
-    if len(outs) != len(refs) or any(o.shape != r.shape for o, r in zip(outs, refs)):
-        return None
-    return max(((o.float() - r.float()).abs().max() / r.float().abs().max().clamp(min=1)).item()
-               for o, r in zip(outs, refs))
+            continue
+        r = r.float()
+        diff = (o.float() - r).abs().max()
+        diffs.append(diff.item())
+        scaled.append((diff / r.abs().max().clamp(min=1)).item())
+    if len(scaled) != len(diffs):
+        return None, diffs, None
+    return max(diffs), diffs, max(scaled)
 
 
 class Contender:
@@ -175,6 +175,12 @@ class Pair:
     def contenders(self, size: Tuple[int, int]) -> Tuple[Contender, Contender]:
         raise NotImplementedError
 
+    def _load_and_place(self, family: str) -> None:
+        """Ours takes the reference's weights through our converters; both go to the device."""
+        self.fmt = load_reference_weights(self.ours, self.ref.state_dict(), family)
+        self.ref.to(self.device)
+        self.ours.to(self.device)
+
     def make_batch(self, batch: int, size: Tuple[int, int]):
         g = torch.Generator().manual_seed(0)
         return torch.randn(batch, 3, *size, generator=g).to(self.device)
@@ -194,9 +200,7 @@ class SwinMMDet(Pair):
         torch.manual_seed(0)
         self.ref = perturb(SwinTransformer(**arch, drop_path_rate=0.0, out_indices=(0, 1, 2, 3)))
         self.ours = SwinRPB(arch=dict(arch), drop_path_rate=0.0, clamp_window=False)
-        self.fmt = load_reference_weights(self.ours, self.ref.state_dict(), 'swin')
-        self.ref.to(device)
-        self.ours.to(device)
+        self._load_and_place('swin')
 
     def contenders(self, size):
         return (backbone_contender('ours SwinRPB', self.ours, _tuple_maps),
@@ -278,9 +282,7 @@ class CPVTMMSeg(Pair):
         # mmseg's Twins configs: LayerNorm eps 1e-5 everywhere, no norm after the stages.
         self.ours = CPVTv2(arch=dict(TINY_CPVT) if tiny else 'small', norm_after_stage=False,
                            norm_cfg=dict(type='LN', eps=1e-5))
-        self.fmt = load_reference_weights(self.ours, self.ref.state_dict(), 'cpvt')
-        self.ref.to(device)
-        self.ours.to(device)
+        self._load_and_place('cpvt')
 
     def contenders(self, size):
         return (backbone_contender('ours CPVTv2', self.ours, _tuple_maps),
@@ -299,9 +301,7 @@ class CPVTTimm(Pair):
                       mlp_ratios=TINY_CPVT['mlp_ratios'], depths=TINY_CPVT['depths']) if tiny else {}
         self.ref = perturb(timm.create_model('twins_pcpvt_small', pretrained=False, **kwargs))
         self.ours = CPVTv2(arch=dict(TINY_CPVT) if tiny else 'small')
-        self.fmt = load_reference_weights(self.ours, self.ref.state_dict(), 'cpvt')
-        self.ref.to(device)
-        self.ours.to(device)
+        self._load_and_place('cpvt')
 
     def contenders(self, size):
         def timm_maps(module, x):
@@ -330,9 +330,7 @@ class ViTTimm(Pair):
         self.ref = perturb(timm.create_model('vit_small_patch16_224', pretrained=False, dynamic_img_size=True,
                                              dynamic_img_pad=True, **kwargs))
         self.ours = ViTPE(arch=dict(TINY_VIT) if tiny else 'deit-s')
-        self.fmt = load_reference_weights(self.ours, self.ref.state_dict(), 'vit')
-        self.ref.to(device)
-        self.ours.to(device)
+        self._load_and_place('vit')
 
     def contenders(self, size):
         def timm_maps(module, x):
@@ -623,8 +621,7 @@ def run_case(pair: Pair, size: Tuple[int, int], batch_size: int, dtype_name: str
         prepare(c, 'fwd')
     with torch.no_grad(), autocast():
         ours_out, ref_out = ours.outputs(batch), ref.outputs(batch)
-        diff, diffs = max_abs_diff(ours_out, ref_out)
-        scaled = max_scaled_diff(ours_out, ref_out)
+        diff, diffs, scaled = compare_outputs(ours_out, ref_out)
         del ours_out, ref_out
     tolerance = FP32_TOLERANCE if dtype == torch.float32 else None
     low_precision_error = None
@@ -667,8 +664,7 @@ def run_case(pair: Pair, size: Tuple[int, int], batch_size: int, dtype_name: str
             # the training forward may take other kernels than inference (e.g. the attention split for threads)
             with autocast():
                 ours_out, ref_out = ours.outputs(batch), ref.outputs(batch)
-                row['train_max_abs_diff'], _ = max_abs_diff(ours_out, ref_out)
-                row['train_max_scaled_diff'] = max_scaled_diff(ours_out, ref_out)
+                row['train_max_abs_diff'], _, row['train_max_scaled_diff'] = compare_outputs(ours_out, ref_out)
                 del ours_out, ref_out
             if tolerance is not None and row['equal']:
                 row['equal'] = (row['train_max_scaled_diff'] is not None

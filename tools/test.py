@@ -129,19 +129,19 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f'test.py: error: {err}', file=sys.stderr)
         sys.exit(2)
     runner = build_runner(cfg)  # starts the process group for a distributed run
+    from vitpe_mm.analysis.sweep import CheckpointMatchHook, CheckpointMismatchError
     if not args.allow_mismatch:
         # mmengine loads test checkpoints non-strictly: another model's checkpoint would be evaluated half random
-        from vitpe_mm.analysis.sweep import check_checkpoint_matches
-        try:
-            check_checkpoint_matches(runner.model, args.checkpoint)
-        except ValueError as err:
-            destroy_process_group()
-            print(f'test.py: error: {err} (--allow-mismatch evaluates it anyway)', file=sys.stderr)
-            sys.exit(2)
+        runner.register_hook(CheckpointMatchHook())
     if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except CheckpointMismatchError as err:
+        destroy_process_group()
+        print(f'test.py: error: {err} (--allow-mismatch evaluates it anyway)', file=sys.stderr)
+        sys.exit(2)
     destroy_process_group()  # a gloo group left to the interpreter's exit can abort the process
     return metrics
 

@@ -3,7 +3,7 @@
 The caller prepares one test config per checkpoint as tools/test.py does (`setup_test_cfg`: data and checkpoint
 checks, machine fitting, `load_from`); `evaluate_at_scales` then, for every scale, copies it, writes the scale into
 the test `Resize` (and the mmseg inference mode), builds a runner with `vitpe_mm.engine.build_runner` and tests.
-Every checkpoint must hold exactly the weights of its config's model (`check_checkpoint_matches`). A scale the
+Every checkpoint must hold exactly the weights of its config's model (`CheckpointMatchHook`). A scale the
 model cannot run (e.g. an 'abs_nointerp' PE asked for a grid larger than its table raises a
 ValueError, or memory runs out) becomes an 'n/a' row carrying the error, instead of ending the sweep.
 
@@ -18,12 +18,15 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 from .progress import ProgressHook  # noqa: F401  (registers the hook)
 from .results import MetricColumn, columns_for, metric_row
 from .scales import ScaleSpec, TestScale, apply_test_scale, reference_scale, resolve_scales, set_inference_mode
 
-__all__ = ['check_checkpoint_matches', 'evaluate_at_scales', 'prepare_scale_config', 'scales_for']
+__all__ = ['CheckpointMatchHook', 'CheckpointMismatchError', 'evaluate_at_scales', 'prepare_scale_config',
+           'scales_for']
 
 Progress = Optional[Callable[[str], None]]
 _RUN_IDS = itertools.count()  # experiment names unique within the process (mmengine keys its instances by them)
@@ -33,34 +36,34 @@ def _safe_name(text: str) -> str:
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_') or 'run'
 
 
-def _checkpoint_keys(path: str, cache: Dict[str, set]) -> set:
-    if path not in cache:
-        import torch
-
-        from vitpe_mm.engine import mmengine_checkpoint_globals
-        with mmengine_checkpoint_globals():
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-        state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
-        cache[path] = {k[len('module.'):] if k.startswith('module.') else k for k in state}
-    return cache[path]
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose weights are not exactly those of the model it is loaded into."""
 
 
-def check_checkpoint_matches(model: Any, checkpoint: str, cache: Optional[Dict[str, set]] = None) -> None:
-    """Raises a ValueError when `checkpoint`'s weights are not exactly those of `model`.
+@HOOKS.register_module()
+class CheckpointMatchHook(Hook):
+    """Refuses (`CheckpointMismatchError`) a checkpoint that does not hold exactly the model's weights.
 
     mmengine loads test checkpoints non-strictly (missing weights keep their initialisation, with a warning only),
     so a checkpoint of another model, e.g. one trained with another `pe_type`, would be evaluated half random.
+    The check runs on the checkpoint mmengine has just read (`after_load_checkpoint`, before the weights are
+    copied into the model): no second read of the file.
     """
-    model = getattr(model, 'module', model)  # DDP / MMDistributedDataParallel
-    own = set(model.state_dict())
-    saved = _checkpoint_keys(str(checkpoint), {} if cache is None else cache)
-    missing, unexpected = sorted(own - saved), sorted(saved - own)
-    if missing or unexpected:
-        raise ValueError(
-            f'{checkpoint} does not hold the weights of the config\'s model: {len(missing)} missing '
-            f'({", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}), {len(unexpected)} unexpected '
-            f'({", ".join(unexpected[:4])}{" ..." if len(unexpected) > 4 else ""}). Evaluate it with the config '
-            'it was trained with (e.g. another pe_type: the config saved in its work_dir).')
+
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = getattr(runner.model, 'module', runner.model)  # DDP / MMDistributedDataParallel
+        state = checkpoint.get('state_dict', checkpoint)
+        saved = {k[len('module.'):] if k.startswith('module.') else k for k in state}
+        own = set(model.state_dict())
+        missing, unexpected = sorted(own - saved), sorted(saved - own)
+        if missing or unexpected:
+            raise CheckpointMismatchError(
+                f'{runner.cfg.get("load_from")} does not hold the weights of the config\'s model: {len(missing)} '
+                f'missing ({", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}), {len(unexpected)} '
+                f'unexpected ({", ".join(unexpected[:4])}{" ..." if len(unexpected) > 4 else ""}). Evaluate it '
+                'with the config it was trained with (e.g. another pe_type: the config saved in its work_dir).')
 
 
 def scales_for(cfg: Mapping, specs: Sequence[ScaleSpec]) -> List[TestScale]:
@@ -111,7 +114,7 @@ def evaluate_at_scales(cfgs: Mapping[str, Any], specs: Sequence[ScaleSpec], keep
         raise ValueError(f'all checkpoints must be evaluated with configs of one toolbox, got {sorted(toolboxes)}')
     columns: Sequence[MetricColumn] = columns_for(toolboxes.pop())
     plan = [(label, cfg, scale) for label, cfg in cfgs.items() for scale in scales_for(cfg, specs)]
-    rows, key_cache = [], {}
+    rows = []
     for step, (label, base_cfg, scale) in enumerate(plan, 1):
         cfg = prepare_scale_config(base_cfg, scale, keep_ratio, mode, crop_size, stride)
         name = f'{_safe_name(label)}@{scale.label}'
@@ -123,14 +126,14 @@ def evaluate_at_scales(cfgs: Mapping[str, Any], specs: Sequence[ScaleSpec], keep
             cfg.log_level = 'WARNING'
         prefix = f'[{step}/{len(plan)}] {label} @ {scale.label} ({scale.factor:g}x)'
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-            dict(type='ProgressHook', prefix=prefix, interval=progress_interval)]
+            dict(type='ProgressHook', prefix=prefix, interval=progress_interval), dict(type='CheckpointMatchHook')]
         say(f'{prefix}: building the runner')
         start = time.time()
         runner = build_runner(cfg)
-        if cfg.get('load_from') and '://' not in str(cfg.load_from):
-            check_checkpoint_matches(runner.model, cfg.load_from, key_cache)
         try:
             metrics = runner.test()
+        except CheckpointMismatchError:
+            raise  # the checkpoint, not the scale: no run of it can be right
         except (ValueError, RuntimeError) as err:  # the model cannot run at this scale: record it, go on
             reason = f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}'
             say(f'{prefix}: n/a ({reason})')

@@ -4,6 +4,7 @@
 window masks ("Swin Transformer", arXiv:2103.14030) into the fused kernel instead of an explicit
 softmax(Q K^T * scale + B) V, except on CPU where the explicit product is faster (`use_fused_attention`).
 """
+import math
 from typing import Optional
 
 import torch
@@ -34,10 +35,7 @@ def use_fused_attention(q: torch.Tensor, k: torch.Tensor, needs_grad: bool) -> b
         return False
     if q.dtype not in (torch.float32, torch.float64):
         return True  # bf16 / fp16: the kernel keeps the scores and the softmax in float32
-    batch_heads = 1
-    for size in q.shape[:-2]:
-        batch_heads *= size
-    return not needs_grad or batch_heads >= _num_threads()
+    return not needs_grad or math.prod(q.shape[:-2]) >= _num_threads()
 
 
 def cpu_query_splits(q: torch.Tensor, k: torch.Tensor, attn_bias: Optional[torch.Tensor], needs_grad: bool) -> int:
@@ -50,9 +48,7 @@ def cpu_query_splits(q: torch.Tensor, k: torch.Tensor, attn_bias: Optional[torch
     if (q.device.type != 'cpu' or not needs_grad or attn_bias is not None
             or q.shape[-2] * k.shape[-2] < CPU_FUSED_MIN_SCORES):
         return 1
-    batch_heads = 1
-    for size in q.shape[:-2]:
-        batch_heads *= size
+    batch_heads = math.prod(q.shape[:-2])
     threads = _num_threads()
     if batch_heads >= threads:
         return 1

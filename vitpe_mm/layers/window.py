@@ -187,9 +187,8 @@ def window_rows(hw_shape: Sequence[int], window_size: Size2, shift_size: Size2, 
     Runs outside torch.compile graphs: the maps enter them as inputs (inductor fusing the index arithmetic
     into the gathers fails on its value ranges in torch 2.13)."""
     sh, sw = (shift_size, shift_size) if isinstance(shift_size, int) else tuple(shift_size)
-    key = (to_2tuple(tuple(hw_shape), 'hw_shape'), to_2tuple(window_size, 'window_size'), (int(sh), int(sw)),
-           int(num_heads), torch.device(device))
-    return _window_rows(*key)
+    return _window_rows(to_2tuple(tuple(hw_shape), 'hw_shape'), to_2tuple(window_size, 'window_size'),
+                        (int(sh), int(sw)), int(num_heads), torch.device(device))
 
 
 class _GatherRows(torch.autograd.Function):
