@@ -303,12 +303,8 @@ class SafeLoadRunner(Runner):
 
     def load_checkpoint(self, filename: str, map_location: Any = 'cpu', strict: bool = False,
                         revise_keys: list = [(r'^module.', '')]):  # noqa: B006 - mmengine's signature
-        with mmengine_checkpoint_globals():
-            try:
-                return super().load_checkpoint(filename, map_location=map_location, strict=strict,
-                                               revise_keys=revise_keys)
-            except pickle.UnpicklingError as err:
-                raise _safe_load_error(filename, err) from err
+        return _wrap_load_checkpoint(super().load_checkpoint)(filename, map_location=map_location, strict=strict,
+                                                              revise_keys=revise_keys)
 
 
 def _wrap_load_checkpoint(load: Callable) -> Callable:
