@@ -1,5 +1,6 @@
-"""vitpe_mm/engine/safe_save.py: atomic checkpoint files, and a CheckpointHook that keeps the previous checkpoint
-until the new one is on disk."""
+"""vitpe_mm/engine/safe_save.py: atomic checkpoint files, a CheckpointHook that keeps the previous checkpoint
+until the new one is on disk, and a LoggerHook whose test metrics file only the main process writes."""
+import json
 import os
 import signal
 import subprocess
@@ -12,13 +13,15 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.fileio import get_file_backend
-from mmengine.hooks import CheckpointHook
+from mmengine.hooks import CheckpointHook, LoggerHook
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import save_checkpoint
 
-from vitpe_mm.engine.safe_save import (ATOMIC_BACKEND, AtomicLocalBackend, SafeCheckpointHook, atomic_write,
-                                       remove_stale_tmp_files, use_safe_checkpoint_hook)
+from vitpe_mm.engine import safe_save
+from vitpe_mm.engine.safe_save import (ATOMIC_BACKEND, AtomicLocalBackend, SafeCheckpointHook, SafeLoggerHook,
+                                       atomic_write, remove_stale_tmp_files, use_safe_checkpoint_hook,
+                                       use_safe_logger_hook)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,3 +141,54 @@ def test_use_safe_checkpoint_hook():
     custom = Config(dict(default_hooks=dict(checkpoint=dict(type='MyCheckpointHook'))))
     assert not use_safe_checkpoint_hook(custom) and custom.default_hooks.checkpoint.type == 'MyCheckpointHook'
     assert not use_safe_checkpoint_hook(Config(dict(default_hooks=dict(checkpoint=None))))
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, msg):
+        self.lines.append(msg)
+
+
+def fake_test_runner(tmp_path: Path, rank: int):
+    """The runner attributes LoggerHook.after_test_epoch uses; the metrics differ per rank as the `time` figures
+    of two real ranks do."""
+    tag = {'mIoU': 3.93, 'time': 0.25 + rank / 7}
+    processor = SimpleNamespace(get_log_after_epoch=lambda runner, n, mode, with_non_scalar: (tag, f'rank {rank}'))
+    return SimpleNamespace(log_processor=processor, test_dataloader=[0] * 4, logger=RecordingLogger(),
+                           log_dir=str(tmp_path)), tag
+
+
+@pytest.mark.parametrize('hook_type', [SafeLoggerHook, LoggerHook])
+def test_test_metrics_file_is_written_by_the_main_process_only(tmp_path, monkeypatch, hook_type):
+    """Two ranks at the end of a distributed test: every rank logs the metrics line; with SafeLoggerHook only rank 0
+    writes `<timestamp>.json`, whole (mmengine's LoggerHook writes it from every rank: two ranks writing at once left
+    `{..., "time": 0.26}6}` in a CI run)."""
+    hooks = {}
+    for rank in (1, 0):
+        monkeypatch.setattr(safe_save, 'is_main_process', lambda rank=rank: rank == 0)
+        runner, tag = fake_test_runner(tmp_path, rank)
+        hook = hooks[rank] = hook_type()
+        hook.json_log_path = '20261121_204206.json'  # set in before_run from the runner's (shared) timestamp
+        hook.after_test_epoch(runner)
+        assert runner.logger.lines == [f'rank {rank}']
+        written = tmp_path / hook.json_log_path
+        if rank == 1:
+            assert written.exists() == (hook_type is LoggerHook)
+        else:
+            assert json.loads(written.read_text()) == tag
+    assert [p.name for p in tmp_path.iterdir()] == ['20261121_204206.json']  # no temporary file left
+
+
+def test_use_safe_logger_hook():
+    cfg = Config(dict(default_hooks=dict(logger=dict(type='LoggerHook', interval=50))))
+    assert use_safe_logger_hook(cfg)
+    assert cfg.default_hooks.logger == dict(type='SafeLoggerHook', interval=50)
+    assert isinstance(HOOKS.build(cfg.default_hooks.logger), SafeLoggerHook)
+    for hook_type in ('mmengine.LoggerHook', LoggerHook):
+        scoped = Config(dict(default_hooks=dict(logger=dict(type=hook_type))))
+        assert use_safe_logger_hook(scoped) and scoped.default_hooks.logger.type == 'SafeLoggerHook'
+    custom = Config(dict(default_hooks=dict(logger=dict(type='MyLoggerHook'))))
+    assert not use_safe_logger_hook(custom) and custom.default_hooks.logger.type == 'MyLoggerHook'
+    assert not use_safe_logger_hook(Config(dict()))

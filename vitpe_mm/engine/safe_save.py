@@ -12,6 +12,12 @@ Here every write goes to a temporary file in the target's folder, is flushed to 
 `SafeCheckpointHook` is mmengine's `CheckpointHook` that saves through `AtomicLocalBackend` (file backend
 'atomic_local') and, per save: writes the checkpoint, then `last_checkpoint`, then deletes the checkpoints beyond
 `max_keep_ckpts`. `use_safe_checkpoint_hook(cfg)` puts it in place of the config's `CheckpointHook` (tools/train.py).
+
+The test metrics file has the same kind of problem in distributed runs: mmengine's `LoggerHook.after_test_epoch`
+dumps `<timestamp>.json` from *every* rank into the one run folder the ranks share, each with its own `time`
+figures, so two ranks writing at once leave a file that is not JSON (seen with two gloo ranks: a shorter line
+written over a longer one). `SafeLoggerHook` writes it from the main process only, atomically;
+`use_safe_logger_hook(cfg)` puts it in place of the config's `LoggerHook` (`vitpe_mm.engine.build_runner`).
 """
 import glob
 import os
@@ -20,12 +26,12 @@ from typing import Union
 
 from mmengine.config import Config
 from mmengine.dist import is_main_process
-from mmengine.fileio import LocalBackend, register_backend
-from mmengine.hooks import CheckpointHook
+from mmengine.fileio import LocalBackend, dump, register_backend
+from mmengine.hooks import CheckpointHook, LoggerHook
 from mmengine.registry import HOOKS
 
-__all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'SafeCheckpointHook', 'atomic_write', 'remove_stale_tmp_files',
-           'use_safe_checkpoint_hook']
+__all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'SafeCheckpointHook', 'SafeLoggerHook', 'atomic_write',
+           'remove_stale_tmp_files', 'use_safe_checkpoint_hook', 'use_safe_logger_hook']
 
 ATOMIC_BACKEND = 'atomic_local'
 _TMP_SUFFIX = '.tmp'
@@ -138,13 +144,39 @@ class SafeCheckpointHook(CheckpointHook):
                 self.file_backend.rmtree(path)
 
 
+@HOOKS.register_module()
+class SafeLoggerHook(LoggerHook):
+    """mmengine's `LoggerHook` (same arguments) whose test metrics file (`<log_dir>/<timestamp>.json`) is written by
+    the main process alone, atomically. Every rank still logs the metrics line."""
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        # LoggerHook.after_test_epoch (mmengine 0.10.7) with the dump on the main process, through atomic_write
+        tag, log_str = runner.log_processor.get_log_after_epoch(
+            runner, len(runner.test_dataloader), 'test', with_non_scalar=True)
+        runner.logger.info(log_str)
+        if is_main_process():
+            atomic_write(dump(self._process_tags(tag), file_format='json'),
+                         osp.join(runner.log_dir, self.json_log_path))
+
+
+def _replace_default_hook(cfg: Config, key: str, hook_class: type, new_type: str) -> bool:
+    """Sets `default_hooks[key].type` to `new_type` when it is `hook_class` (in place, its arguments kept)."""
+    hook = (cfg.get('default_hooks') or {}).get(key)
+    hook_type = None if hook is None else hook.get('type')
+    # the class itself (lazy-import configs), the name, or a scoped name ('mmengine.CheckpointHook')
+    if hook_type is not hook_class and str(hook_type).split('.')[-1] != hook_class.__name__:
+        return False
+    hook['type'] = new_type
+    return True
+
+
 def use_safe_checkpoint_hook(cfg: Config) -> bool:
     """Makes `default_hooks.checkpoint` a `SafeCheckpointHook` when it is mmengine's `CheckpointHook` (in place,
     its arguments kept). Returns whether it did."""
-    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
-    hook_type = None if hook is None else hook.get('type')
-    # the class itself (lazy-import configs), 'CheckpointHook' or a scoped 'mmengine.CheckpointHook'
-    if hook_type is not CheckpointHook and str(hook_type).split('.')[-1] != 'CheckpointHook':
-        return False
-    hook['type'] = 'SafeCheckpointHook'
-    return True
+    return _replace_default_hook(cfg, 'checkpoint', CheckpointHook, 'SafeCheckpointHook')
+
+
+def use_safe_logger_hook(cfg: Config) -> bool:
+    """Makes `default_hooks.logger` a `SafeLoggerHook` when it is mmengine's `LoggerHook` (in place, its arguments
+    kept). Returns whether it did."""
+    return _replace_default_hook(cfg, 'logger', LoggerHook, 'SafeLoggerHook')
