@@ -85,6 +85,41 @@ def test_distilled_deit_drops_dist_token_with_a_note(tmp_path, caplog):
         torch.testing.assert_close(ours(x)[0], _load(tmp_path / 'plain.pth', img_size=64)(x)[0], atol=0, rtol=0)
 
 
+def test_distilled_deit_keeps_dist_token_when_the_model_has_one(tmp_path):
+    """with_dist_token=True: dist_token and both prefix PE rows kept, features equal to timm's distilled model,
+    also from a table made for another grid (resampled on load with the two prefix rows untouched)."""
+    ref = _timm(VisionTransformerDistilled, img_size=64)
+    state = ref.state_dict()
+    torch.save({'model': state}, tmp_path / 'deit_distilled.pth')
+    ours = _load(tmp_path / 'deit_distilled.pth', img_size=64, with_dist_token=True)
+    assert torch.equal(ours.dist_token, state['dist_token'])
+    assert torch.equal(ours.pos_embed.pos_embed, state['pos_embed'])
+    x = torch.randn(2, 3, 48, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], _timm_features(ref, x, num_prefix=2), atol=1e-5, rtol=0)
+
+    ours96 = _load(tmp_path / 'deit_distilled.pth', img_size=96, with_dist_token=True)  # 4x4 table -> 6x6 grid
+    table = ours96.pos_embed.pos_embed
+    assert table.shape == (1, 2 + 36, 32) and torch.equal(table[:, :2], state['pos_embed'][:, :2])
+    torch.save(ours96.state_dict(), tmp_path / 'ours96.pth')  # our own checkpoint with two prefix rows
+    again = _load(tmp_path / 'ours96.pth', img_size=96, with_dist_token=True)
+    assert torch.equal(again.pos_embed.pos_embed, table) and torch.equal(again.dist_token, ours96.dist_token)
+
+
+def test_plain_deit_into_a_model_with_dist_token(tmp_path, caplog):
+    """A checkpoint without a dist token: the token keeps its initialisation (logged missing), its PE row is zero
+    (logged), the cls and grid rows are the checkpoint's."""
+    ref = _timm(img_size=64)
+    state = ref.state_dict()
+    torch.save(state, tmp_path / 'deit.pth')
+    with caplog.at_level(logging.WARNING, logger='vitpe_mm'):
+        ours = _load(tmp_path / 'deit.pth', img_size=64, with_dist_token=True)
+    assert 'dist_token' in caplog.text and 'zero row' in caplog.text
+    table = ours.pos_embed.pos_embed
+    assert torch.equal(table[:, :1], state['pos_embed'][:, :1]) and not table[:, 1].any()
+    assert torch.equal(table[:, 2:], state['pos_embed'][:, 1:])
+
+
 def test_pos_embed_from_another_grid_matches_timm_filter(tmp_path):
     """A 6x6 (96 px) table loaded into a 4x4 (64 px) model: resampled as timm's checkpoint_filter_fn does."""
     ref96 = _timm(img_size=96)

@@ -55,6 +55,35 @@ def test_matches_timm_dynamic_img_size(name, tmp_path):
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
+def test_matches_timm_distilled_deit(tmp_path):
+    """A distilled DeiT (cls + dist token) with `with_dist_token=True` == timm's VisionTransformerDistilled
+    forward_features (patch tokens), at the training size and at resampled grids; without the dist token the
+    patch features are another function (the token takes part in every block's attention)."""
+    timm = pytest.importorskip('timm')
+    torch.manual_seed(0)
+    ref = timm.create_model('deit_small_distilled_patch16_224', pretrained=False, dynamic_img_size=True).eval()
+    _randomise(ref, std=0.02)
+    path = tmp_path / 'deit_distilled.pth'
+    torch.save({'model': ref.state_dict()}, path)  # the official DeiT release wraps the weights in 'model'
+    ours = ViTPE('deit-s', with_dist_token=True, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    ours.init_weights()
+    ours.eval()
+    assert torch.equal(ours.dist_token, ref.dist_token) and ours.pos_embed.pos_embed.shape == (1, 2 + 196, 384)
+    dropped = ViTPE('deit-s', init_cfg=dict(type='Pretrained', checkpoint=str(path)))  # dist token dropped
+    dropped.init_weights()
+    dropped.eval()
+    for hw in [(224, 224), (224, 320), (160, 288)]:
+        x = torch.randn(1, 3, *hw)
+        with torch.no_grad():
+            expected = _tokens_to_map(ref.forward_features(x)[:, 2:], (hw[0] // 16, hw[1] // 16))
+            out, = ours(x)
+            without, = dropped(x)
+        print(f'distilled {hw}: max abs diff {(out - expected).abs().max().item():.3g}, without the dist token '
+              f'{(without - expected).abs().max().item():.3g}')
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+        assert (without - expected).abs().max() > 1e-2
+
+
 # ------------------------------------------------------------------------------------------------ mmseg
 def _mmseg_vit(**kwargs):
     pytest.importorskip('mmcv', reason='mmcv (built by tools/setup_env.sh) is needed for mmseg references')
@@ -184,6 +213,24 @@ def test_below_minimum_size_and_wrong_channels():
 
 
 # ------------------------------------------------------------------------------------------------ PE types
+@pytest.mark.parametrize('pe_type', PE_TYPES)
+def test_dist_token_is_a_prefix_token_for_every_pe_type(pe_type):
+    """With the dist token the output maps keep the grid's shape and depend on the token (it is attended to), and
+    it is prefix everywhere: two prefix rows in the abs table, passed through the PEG, zero relative bias."""
+    torch.manual_seed(0)
+    model = ViTPE(TINY, img_size=64, pe_type=pe_type, with_dist_token=True).eval()
+    assert model.num_prefix_tokens == 2
+    if pe_type in ('abs', 'abs_nointerp'):
+        assert model.pos_embed.pos_embed.shape == (1, 2 + 16, 32)
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        out, = model(x)
+        model.dist_token.add_(torch.randn(32))  # not a constant: LayerNorm would remove that
+        moved, = model(x)
+    assert out.shape == (1, 32, 3, 4)
+    assert (moved - out).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize('pe_type', PE_TYPES)
 def test_every_pe_type_runs_at_odd_sizes(pe_type):
     model = ViTPE(TINY, img_size=64, pe_type=pe_type).eval()
@@ -322,6 +369,10 @@ def test_frozen_stages_stop_gradients():
     everything = ViTPE(TINY, frozen_stages=4)
     everything.train()
     assert not any(p.requires_grad for p in everything.parameters())
+    distilled = ViTPE(TINY, with_dist_token=True, frozen_stages=0)
+    distilled.train()
+    assert not distilled.dist_token.requires_grad and not distilled.cls_token.requires_grad
+    assert 'dist_token' in distilled.no_weight_decay_names()
 
 
 def test_with_cp_same_outputs_and_gradients():
@@ -369,6 +420,7 @@ def test_presets_and_no_weight_decay():
     (dict(out_type='sfp', out_indices=(0, 4)), 'pyramid levels'),
     (dict(out_indices=(2, 1)), 'increasing'),
     (dict(window_size=4), 'with_cls_token=False'),
+    (dict(with_cls_token=False, with_dist_token=True), 'needs with_cls_token=True'),
     (dict(global_attn_indexes=(1,)), 'needs window_size'),
     (dict(with_cls_token=False, window_size=4, global_attn_indexes=(7,)), 'block indices'),
     (dict(norm_cfg=dict(type='BN')), 'LayerNorm'),

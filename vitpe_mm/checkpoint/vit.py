@@ -6,9 +6,11 @@ unwrapped by the loader). 'mmseg': MMSegmentation `VisionTransformer` keys (`pat
 
 Both converters map keys explicitly, then fit the prefix tokens and the PE table to the target model:
 classification heads (`head.*`, `head_dist.*`, `fc_norm.*`, `pre_logits.*`) are dropped; a distilled DeiT's
-`dist_token` and its PE row are dropped with a logged note (ViTPE has a single cls token: the patch features
-of the distilled model then no longer see the distillation token); the cls token and its PE row are dropped
-for a model without a cls token; a PE table is dropped (logged) for a model that has none; a missing
+`dist_token` and its PE row are kept for a model built with `with_dist_token=True` (then its features are the
+distilled model's own) and dropped with a logged note otherwise (the patch features then no longer see the
+distillation token); the cls token and its PE row are dropped for a model without a cls token; a prefix token of
+the model that the checkpoint's table has no row for gets a zero row (logged); a PE table is dropped (logged) for
+a model that has none; a missing
 patch-embedding bias (mmseg's default `patch_bias=False`) becomes zeros. A table made for another square grid
 is resampled by the model's `AbsolutePositionEmbedding` load hook. Keys left that the model does not have
 (e.g. layer scale `ls1.gamma`, register tokens, mmseg's `pre_ln`) make the loader raise a `CheckpointError`
@@ -26,6 +28,7 @@ from .loader import CheckpointError, StateDict, register_format
 logger = logging.getLogger('vitpe_mm')
 
 HEAD_PREFIXES = ('head.', 'head_dist.', 'fc_norm.', 'pre_logits.')
+PREFIX_TOKENS = ('cls_token', 'dist_token')  # their order in the token sequence and in the PE table
 
 # (pattern, replacement) applied in order with re.sub, first match wins; keys are anchored.
 TIMM_KEY_MAP: Tuple[Tuple[str, str], ...] = (
@@ -61,7 +64,7 @@ def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> 
 
     Args:
         state: checkpoint in our key names; `pos_embed.pos_embed` holds `num_prefix_in_pe` leading rows
-            (cls, then dist), the rest is the grid.
+            (cls, then dist: those of the checkpoint's prefix tokens), the rest is the grid.
     """
     own = model.state_dict()
     notes: List[str] = []
@@ -72,14 +75,16 @@ def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> 
         logger.info('dropped classification head keys: %s', ', '.join(heads))
 
     table = state.pop('pos_embed.pos_embed', None)
-    has_dist = state.pop('dist_token', None) is not None
-    if has_dist:
-        notes.append('dist_token (distilled DeiT) dropped with its PE row: ViTPE keeps one cls token')
-    cls_token = state.pop('cls_token', None)
-    model_prefix = getattr(model, 'num_prefix_tokens', 0)
-    if cls_token is not None:
-        if 'cls_token' in own:
-            state['cls_token'] = cls_token
+    # the prefix tokens in table order (cls, then dist), of the checkpoint and of the model
+    ckpt_tokens = [name for name in PREFIX_TOKENS if name in state]
+    model_tokens = [name for name in PREFIX_TOKENS if name in own]
+    for name in ckpt_tokens:
+        token = state.pop(name)
+        if name in own:
+            state[name] = token
+        elif name == 'dist_token':
+            notes.append('dist_token (distilled DeiT) dropped with its PE row: the model has with_dist_token=False '
+                         '(set it True to keep the distilled model\'s features exact)')
         else:
             notes.append('cls_token dropped: the model has no cls token (with_cls_token=False)')
     if table is not None:
@@ -87,12 +92,15 @@ def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> 
             if table.dim() != 3 or table.shape[1] <= num_prefix_in_pe:
                 raise CheckpointError(f'pos_embed of shape {tuple(table.shape)} is not a (1, N, C) table with '
                                       f'{num_prefix_in_pe} prefix row(s)')
-            # 1, p_ckpt + h*w, C -> 1, p_model + h*w, C: keep the cls row (or a zero row if absent), drop dist.
-            grid = table[:, num_prefix_in_pe:]
-            if model_prefix:
-                cls_row = table[:, :1] if num_prefix_in_pe else table.new_zeros(1, 1, table.shape[2])
-                grid = torch.cat([cls_row, grid], dim=1)
-            state['pos_embed.pos_embed'] = grid
+            # 1, p_ckpt + h*w, C -> 1, p_model + h*w, C: the rows of the model's prefix tokens (a zero row where
+            # the table has none: no_embed_class tables, a token the checkpoint lacks), then the grid
+            row_names = ckpt_tokens if len(ckpt_tokens) == num_prefix_in_pe else PREFIX_TOKENS[:num_prefix_in_pe]
+            rows = dict(zip(row_names, table[:, :num_prefix_in_pe].split(1, dim=1))) if num_prefix_in_pe else {}
+            zero_rows = [name for name in model_tokens if name not in rows]
+            if num_prefix_in_pe and zero_rows:
+                notes.append(f'pos_embed has no row for {", ".join(zero_rows)}: zero row(s) used')
+            prefix = [rows.get(name, table.new_zeros(1, 1, table.shape[2])) for name in model_tokens]
+            state['pos_embed.pos_embed'] = torch.cat(prefix + [table[:, num_prefix_in_pe:]], dim=1)
         else:
             notes.append(f'pos_embed dropped: pe_type={getattr(model, "pe_type", "?")!r} has no learned table')
     if 'patch_embed.proj.bias' in own and 'patch_embed.proj.bias' not in state and 'patch_embed.proj.weight' in state:
@@ -116,7 +124,7 @@ def _convert_timm(state: StateDict, model: nn.Module) -> StateDict:
     Our own checkpoints also pass (their `pos_embed.pos_embed` is taken as a table with the model's prefix).
     """
     if 'pos_embed.pos_embed' in state:  # a ViTPE checkpoint
-        num_prefix = int('cls_token' in state)
+        num_prefix = sum(name in state for name in PREFIX_TOKENS)
     else:
         num_prefix = _timm_pe_prefix(state)
     return _fit_to_model(_rename(state, TIMM_KEY_MAP), model, num_prefix)

@@ -146,6 +146,10 @@ class ViTPE(PEBackbone):
         in_channels: input channels; another count raises a ValueError.
         qkv_bias: bias on the qkv projections.
         with_cls_token: prepend a learned cls token (DeiT/ViT); it is never part of an output map.
+        with_dist_token: also prepend DeiT's distillation token after the cls token (a distilled DeiT,
+            timm `deit_*_distilled_*`): the patch tokens attend to both, so the features of a distilled checkpoint
+            are its own only with it. Needs `with_cls_token`; like the cls token, it gets a PE row (abs) or a
+            zero bias (rel_bias) and is never part of an output map.
         pe_type: one of vitpe_mm.layers.PE_TYPES, see above.
         interpolate_mode: resampling mode of the absolute PE ('bicubic', 'bilinear', 'nearest', 'area').
         antialias: low-pass filter when the absolute PE is downsampled (bicubic / bilinear).
@@ -161,7 +165,7 @@ class ViTPE(PEBackbone):
         norm_cfg: dict(type='LN'[, eps=...]) for every LayerNorm; None = LN with eps 1e-6 (timm, DeiT);
             dict(type='LN') has PyTorch's / mmcv's eps 1e-5 (mmseg).
         with_cp: gradient checkpointing per block (same outputs and gradients, less memory).
-        frozen_stages: -1 none; 0 freezes the patch embedding, cls token and PE; k > 0 also blocks 0..k-1
+        frozen_stages: -1 none; 0 freezes the patch embedding, cls (and dist) token and PE; k > 0 also blocks 0..k-1
             (and the PEG, which follows block 0); num_layers also freezes the final norm.
         init_cfg: dict(type='Pretrained', checkpoint=PATH[, format='timm'|'mmseg']) loads a foreign checkpoint.
     """
@@ -183,6 +187,7 @@ class ViTPE(PEBackbone):
         in_channels: int = 3,
         qkv_bias: bool = True,
         with_cls_token: bool = True,
+        with_dist_token: bool = False,
         pe_type: str = 'abs',
         interpolate_mode: str = 'bicubic',
         antialias: bool = True,
@@ -222,8 +227,12 @@ class ViTPE(PEBackbone):
         self.img_size = to_2tuple(img_size, 'img_size')
         self.patch_size = patch_size
         self.grid_size = (-(-self.img_size[0] // patch_size), -(-self.img_size[1] // patch_size))
+        if with_dist_token and not with_cls_token:
+            raise ValueError('with_dist_token=True needs with_cls_token=True (DeiT puts the distillation token '
+                             'after the cls token)')
         self.with_cls_token = with_cls_token
-        self.num_prefix_tokens = int(with_cls_token)
+        self.with_dist_token = with_dist_token
+        self.num_prefix_tokens = int(with_cls_token) + int(with_dist_token)
         self.final_norm = final_norm
         self.with_cp = with_cp
         self.window_size = to_2tuple(window_size, 'window_size') if window_size else None
@@ -235,6 +244,7 @@ class ViTPE(PEBackbone):
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_cls_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_dist_token else None
         if pe_type in ('abs', 'abs_nointerp'):
             self.pos_embed = AbsolutePositionEmbedding(
                 self.grid_size, embed_dims, self.num_prefix_tokens,
@@ -347,12 +357,15 @@ class ViTPE(PEBackbone):
                         nn.init.zeros_(m.bias)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if self.dist_token is not None:
+            nn.init.trunc_normal_(self.dist_token, std=0.02)
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages >= 0:
             self.freeze(self.patch_embed)
-            if self.cls_token is not None:
-                self.cls_token.requires_grad = False
+            for token in (self.cls_token, self.dist_token):
+                if token is not None:
+                    token.requires_grad = False
             if self.pos_embed is not None:
                 self.freeze(self.pos_embed)
         for i in range(min(self.frozen_stages, self.num_layers)):
@@ -372,8 +385,9 @@ class ViTPE(PEBackbone):
         """x: (B, in_channels, H, W). Returns the maps of `out_indices` (see the class docstring)."""
         img_hw = x.shape[-2:]
         x, hw_shape = self.patch_embed(x)  # B, C_in, H, W -> B, h*w, C
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if prefix:  # B, p + h*w, C: cls, then dist, then the grid
+            x = torch.cat(prefix + [x], dim=1)
         if isinstance(self.pos_embed, SinCosPositionEmbedding):
             x = x + self.pos_embed(hw_shape, x)
         elif self.pos_embed is not None:
