@@ -77,7 +77,8 @@ class RelativePositionBias(nn.Module):
     """Relative position bias for an Mh x Mw window: returns the (num_heads, N, N) additive bias.
 
     The table parameter is `relative_position_bias_table` and the index buffer
-    `relative_position_index` (not saved: rebuilt from the window size), as in Swin/timm/mmdet.
+    `relative_position_index` (not saved: rebuilt from the window size), as in Swin/timm/mmdet; a module built on
+    the meta device rebuilds it when a state dict is loaded (`load_state_dict(..., assign=True)`).
     `forward(window_size)` with another window resamples the table to it (e.g. ViT global attention
     on a grid that changes with the input); results are cached per window during inference.
 
@@ -136,6 +137,9 @@ class RelativePositionBias(nn.Module):
             else:
                 state_dict[key] = resize_rel_pos_bias_table(table, self.window_size)
         state_dict.pop(prefix + 'relative_position_index', None)
+        if self.relative_position_index.is_meta:  # built on the meta device: the index is not saved, rebuild it
+            device = table.device if table is not None and not table.is_meta else 'cpu'
+            self.relative_position_index = relative_position_index(self.window_size).to(device)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

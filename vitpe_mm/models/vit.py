@@ -256,7 +256,7 @@ class ViTPE(PEBackbone):
         self.pos_drop = nn.Dropout(drop_rate)
         self.pos_block = PosConvEncoding(embed_dims, 3, self.num_prefix_tokens) if pe_type == 'peg' else None
 
-        dpr = torch.linspace(0, drop_path_rate, num_layers).tolist()
+        dpr = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]  # linear, as torch.linspace
         self.blocks = nn.ModuleList()
         for i in range(num_layers):
             windowed = self.window_size is not None and i not in self.global_attn_indexes
