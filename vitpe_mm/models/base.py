@@ -16,6 +16,18 @@ from ..checkpoint import load_pretrained
 from ..layers import PE_TYPES, check_choice
 
 
+def init_linear_and_norm(m: nn.Module) -> None:
+    """The official Swin / Twins / timm initialisation of a module (`model.apply(init_linear_and_norm)`): linear
+    weights truncated normal (std 0.02) with zero biases, LayerNorms ones and zeros; other modules untouched."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class PEBackbone(BaseModule):
     """Base of the registered backbones.
 

@@ -16,7 +16,7 @@ from mmengine.registry import MODELS
 from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, PatchEmbed, PosConvEncoding, SinCosPositionEmbedding,
                       check_choice, to_2tuple)
 from ..layers.sr_attention import SpatialReductionAttention, reduced_size
-from .base import PEBackbone
+from .base import PEBackbone, init_linear_and_norm
 
 # Twins-PCPVT presets (Twins Table 1 / timm `twins_pcpvt_*`): widths, heads, MLP ratios and spatial
 # reductions are shared, depths differ.
@@ -296,15 +296,10 @@ class CPVTv2(PEBackbone):
 
     @staticmethod
     def _init_module(m: nn.Module) -> None:
-        """Twins/timm initialisation (the PE tables keep their own trunc-normal init)."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        """Twins/timm initialisation (the PE tables keep their own trunc-normal init): linear and norm layers as
+        Swin / timm, convolutions normal with fan-out variance."""
+        init_linear_and_norm(m)
+        if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
             nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
             if m.bias is not None:

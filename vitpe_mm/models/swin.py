@@ -17,7 +17,7 @@ from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, MultiheadSelfAtt
                       shifted_window_attn_mask, to_2tuple)
 from ..layers.window import (tokens_from_windows, window_partition, window_reverse, window_rows,
                              windows_from_qkv)
-from .base import PEBackbone
+from .base import PEBackbone, init_linear_and_norm
 
 Size2 = Union[int, Sequence[int]]
 
@@ -338,7 +338,7 @@ class SwinRPB(PEBackbone):
                 attn_drop_rate=attn_drop_rate, rel_pos_bias=pe_type == 'rel_bias', clamp_window=clamp_window))
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i]))
-        self.apply(self._init_layer)
+        self.apply(init_linear_and_norm)  # official Swin / timm initialisation
 
     @staticmethod
     def _parse_arch(arch: Union[str, dict]) -> Dict[str, object]:
@@ -367,17 +367,6 @@ class SwinRPB(PEBackbone):
         if not indices or any(not isinstance(i, int) or not 0 <= i < num_stages for i in indices):
             raise ValueError(f'out_indices must be stage indices in [0, {num_stages - 1}], got {out_indices!r}')
         return indices
-
-    @staticmethod
-    def _init_layer(m: nn.Module) -> None:
-        # Official Swin / timm initialisation.
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def _add_absolute_pe(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         if self.pe_type == 'sincos':
