@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 PY="$ROOT/.venv/bin/python"
 case "$cmd" in
   demo) exec "$PY" tools/demo.py "$@" ;;
-  test) exec "$PY" -m pytest -q -p no:cacheprovider "$@" ;;
+  test) exec "$PY" -m pytest -q -rfEs -p no:cacheprovider "$@" ;;  # -rfEs: failures, errors and skips (with reasons) summarised
   setup) exit 0 ;;
   python) exec "$PY" "$@" ;;
 esac

@@ -1,11 +1,8 @@
 """SwinRPB inside whole models: an mmdet Mask R-CNN + FPN and an mmseg UperNet built from the toolboxes' own bases."""
-import os
-import time
 
 import pytest
 import torch
 
-READY = os.path.join(os.path.dirname(__file__), '..', '..', '.venv', '.vitpe_mm_ready')
 # Swin structure (patch 4, window 7, shifted every other block, patch merging), tiny widths.
 ARCH = dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4])
 CHANNELS = [16, 32, 64, 128]
@@ -13,12 +10,7 @@ CHANNELS = [16, 32, 64, 128]
 
 @pytest.fixture(autouse=True)
 def _mm_ready():
-    """mmcv (with ops) is built by another process at set-up; mmdet/mmseg models need it."""
-    start = time.time()
-    while not os.path.exists(READY):
-        if time.time() - start > 20 * 60:
-            pytest.skip('mmcv is not installed yet (.venv/.vitpe_mm_ready missing)')
-        time.sleep(10)
+    """mmcv (with ops, built by tools/setup_env.sh) is needed by mmdet/mmseg models."""
     pytest.importorskip('mmcv.ops', reason='mmcv with ops is needed by mmdet/mmseg models')
 
 

@@ -1,6 +1,4 @@
 """SwinRPB: equivalence with timm / MMDetection Swin, any input size, small maps, PE types, options."""
-import os
-import time
 
 import pytest
 import torch
@@ -8,17 +6,14 @@ import torch
 from vitpe_mm.layers import PE_TYPES, build_sincos_2d_pos_embed, resize_rel_pos_bias_table
 from vitpe_mm.models.swin import ARCH_SETTINGS, SwinRPB, WindowAttention, stage_window_and_shift
 
-READY = os.path.join(os.path.dirname(__file__), '..', '..', '.venv', '.vitpe_mm_ready')
 # Narrow and shallow, same structure as the presets (patch 4, window 7, 4 stages, 2 blocks where shifts matter).
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 TIMM_TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 MMDET_TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 STRIDES = (4, 8, 16, 32)
 
-
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
-
 
 def _perturb(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> torch.nn.Module:
     """Random weights everywhere (biases, norms, bias tables), so comparisons see every parameter."""
@@ -28,12 +23,10 @@ def _perturb(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> torch.
             p.add_(torch.randn(p.shape, generator=g) * std)
     return model
 
-
 def _tiny(**kwargs) -> SwinRPB:
     torch.manual_seed(0)
     kwargs.setdefault('drop_path_rate', 0.0)
     return _perturb(SwinRPB(arch=TINY, **kwargs)).eval()
-
 
 def _load(state, tmp_path, name='ckpt.pth', **kwargs) -> SwinRPB:
     path = tmp_path / name
@@ -43,19 +36,8 @@ def _load(state, tmp_path, name='ckpt.pth', **kwargs) -> SwinRPB:
     model.init_weights()
     return model.eval()
 
-
-def _wait_for_mm(timeout: float = 20 * 60) -> None:
-    """mmcv is built by another process at set-up; mmdet needs it."""
-    start = time.time()
-    while not os.path.exists(READY):
-        if time.time() - start > timeout:
-            pytest.skip('mmcv is not installed yet (.venv/.vitpe_mm_ready missing)')
-        time.sleep(10)
-
-
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # timm 1.0 SwinTransformer (final stage = timm's forward_features, final norm -> our norm3)
@@ -70,7 +52,6 @@ def _timm_swin(img_size, **kwargs):
                             img_size=img_size, **kwargs)
     return _perturb(ref).eval()
 
-
 @pytest.mark.slow  # the real Swin-T (28M parameters): a few seconds
 def test_swin_t_preset_matches_timm_224(tmp_path):
     """The real Swin-T at 224x224: our out index 3 == timm forward_features (norm included)."""
@@ -84,7 +65,6 @@ def test_swin_t_preset_matches_timm_224(tmp_path):
     print(f'timm swin_tiny 224x224 stage 3: max abs diff {_max_diff(out, expected):.3g}')
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
-
 @pytest.mark.parametrize('hw', [(224, 224), (448, 448), (224, 448)])
 def test_matches_timm_sizes(hw, tmp_path):
     """Larger and non-square sizes where timm supports them (maps divisible by the window)."""
@@ -96,7 +76,6 @@ def test_matches_timm_sizes(hw, tmp_path):
         out = ours(x)[-1]
     print(f'timm tiny-arch {hw}: max abs diff {_max_diff(out, expected):.3g}')
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
-
 
 def test_timm_differs_at_non_divisible_maps_only_in_shifted_blocks(tmp_path):
     """At 320x320 (80x80 map, not a multiple of 7) timm rolls then pads; we pad then roll (official detection
@@ -115,20 +94,18 @@ def test_timm_differs_at_non_divisible_maps_only_in_shifted_blocks(tmp_path):
     print(f'timm tiny-arch 320x320 (roll-then-pad vs pad-then-roll): max abs diff {diff:.3g}')
     assert diff > 1e-3
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # MMDetection SwinTransformer (its own keys; all four stages)
 # ---------------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
 def mmdet_swin():
-    _wait_for_mm()
+    pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed by mmdet/mmseg')
     from mmdet.models.backbones.swin import SwinTransformer
     torch.manual_seed(0)
     ref = _perturb(SwinTransformer(**MMDET_TINY, drop_path_rate=0.0, out_indices=(0, 1, 2, 3)))
     ref.eval()  # mmdet's train() returns None
     return ref
-
 
 @pytest.mark.parametrize('hw, clamp_window', [
     ((224, 224), False), ((448, 448), False), ((224, 320), False), ((333, 517), False),
@@ -148,10 +125,9 @@ def test_matches_mmdet_all_stages(mmdet_swin, hw, clamp_window, tmp_path):
         assert out.shape == (1, 16 * 2 ** i, _ceil(hw[0], STRIDES[i]), _ceil(hw[1], STRIDES[i]))
         torch.testing.assert_close(out, exp, atol=1e-5, rtol=0)
 
-
 @pytest.mark.slow  # the real Swin-T (28M parameters): a few seconds
 def test_swin_t_preset_matches_mmdet_224(tmp_path):
-    _wait_for_mm()
+    pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed by mmdet/mmseg')
     from mmdet.models.backbones.swin import SwinTransformer
     torch.manual_seed(0)
     ref = _perturb(SwinTransformer(drop_path_rate=0.0))
@@ -162,7 +138,6 @@ def test_swin_t_preset_matches_mmdet_224(tmp_path):
         for i, (out, exp) in enumerate(zip(ours(x), ref(x))):
             print(f'mmdet Swin-T 224x224 stage {i}: max abs diff {_max_diff(out, exp):.3g}')
             torch.testing.assert_close(out, exp, atol=1e-5, rtol=0)
-
 
 def test_small_map_rule_differs_from_mmdet_only_on_the_small_map(mmdet_swin, tmp_path):
     """At 224x224 the last map is 7x7: the official rule (one unshifted window) and mmdet (a shifted,
@@ -176,7 +151,6 @@ def test_small_map_rule_differs_from_mmdet_only_on_the_small_map(mmdet_swin, tmp
     diff = _max_diff(outs[3], expected[3])
     print(f'mmdet 224x224 stage 3 with clamp_window=True: max abs diff {diff:.3g}')
     assert diff > 1e-3
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Any input size
@@ -193,17 +167,14 @@ def test_any_input_size(hw, clamp_window):
         assert out.shape == (1, model.out_channels[i], _ceil(hw[0], STRIDES[i]), _ceil(hw[1], STRIDES[i]))
         assert torch.isfinite(out).all()
 
-
 @pytest.mark.parametrize('hw', [(3, 3), (4, 3), (2, 100)])
 def test_below_one_patch_raises(hw):
     with pytest.raises(ValueError, match='at least 4x4'):
         _tiny()(torch.randn(1, 3, *hw))
 
-
 def test_wrong_channels_raise():
     with pytest.raises(ValueError, match='in_channels=3'):
         _tiny()(torch.randn(1, 1, 64, 64))
-
 
 def test_extra_content_reaches_only_the_windows_that_hold_it():
     """Windows are anchored at the top-left: a 224x224 image and the same image extended to 252x252 give the
@@ -217,7 +188,6 @@ def test_extra_content_reaches_only_the_windows_that_hold_it():
         b, = model(big)
     torch.testing.assert_close(a[..., :52, :52], b[..., :52, :52], atol=1e-5, rtol=0)
     assert _max_diff(a[..., 52:, 52:], b[..., 52:56, 52:56]) > 1e-4
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Windows on small maps, bias crop, window size
@@ -237,7 +207,6 @@ def test_extra_content_reaches_only_the_windows_that_hold_it():
 def test_stage_window_and_shift(hw, shifted, clamp, expected):
     assert stage_window_and_shift(hw, (7, 7), shifted, clamp) == expected
 
-
 @pytest.mark.parametrize('hw', [(7, 14), (14, 7), (5, 21), (1, 22), (20, 3), (14, 14)])
 def test_shift_masks_match_timm_including_one_axis_shifts(hw):
     """timm's block mask (window/shift clamped per axis for its input resolution) == ours, as 0 / masked."""
@@ -253,7 +222,6 @@ def test_shift_masks_match_timm_including_one_axis_shifts(hw):
     ours = shifted_window_attn_mask(padded_size(hw, window), window, shift)
     assert torch.equal(torch.isinf(ours), block.attn_mask != 0)
 
-
 def test_small_window_bias_is_a_crop_of_the_table():
     torch.manual_seed(0)
     attn = WindowAttention(8, 2, (7, 7))
@@ -264,7 +232,6 @@ def test_small_window_bias_is_a_crop_of_the_table():
     index = (ys[:, None] - ys[None, :] + 6) * 13 + (xs[:, None] - xs[None, :] + 6)
     torch.testing.assert_close(bias, table[index].permute(2, 0, 1))
 
-
 def test_small_map_equals_single_unshifted_window():
     """With clamping, a 5x5 map is one window: shifted and plain blocks compute the same thing there."""
     model = _tiny(out_indices=(0,))
@@ -274,14 +241,12 @@ def test_small_map_equals_single_unshifted_window():
         block1.load_state_dict(block0.state_dict())
         torch.testing.assert_close(block1(x, hw), block0(x, hw))
 
-
 @pytest.mark.parametrize('window_size', [(6, 8), 5, 12])
 def test_other_window_sizes(window_size):
     model = _tiny(window_size=window_size)
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 200, 300))
     assert [o.shape[-2:] for o in outs] == [(_ceil(200, s), _ceil(300, s)) for s in STRIDES]
-
 
 def test_checkpoint_with_another_window_resamples_tables(tmp_path):
     src = _tiny()
@@ -291,7 +256,6 @@ def test_checkpoint_with_another_window_resamples_tables(tmp_path):
     torch.testing.assert_close(ours.state_dict()[key], resize_rel_pos_bias_table(src.state_dict()[key], 12))
     with torch.no_grad():
         assert all(torch.isfinite(o).all() for o in ours(torch.randn(1, 3, 96, 160)))
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Positional encodings
@@ -311,7 +275,6 @@ def test_pe_types_any_size(pe_type):
     assert [n for n in names if 'pos_block' in n] == (
         [f'layers.{i}.pos_block.proj.0.{p}' for i in range(4) for p in ('weight', 'bias')] if pe_type == 'peg' else [])
 
-
 def test_abs_pe_grid_and_resampling():
     model = _tiny(pe_type='abs', pretrain_img_size=224)
     assert model.absolute_pos_embed.pos_embed.shape == (1, 56 * 56, 16)
@@ -320,18 +283,15 @@ def test_abs_pe_grid_and_resampling():
         assert table.shape == (1, 1200, 16)
         assert model.absolute_pos_embed((30, 40)) is table  # cached at inference
 
-
 def test_abs_nointerp_rejects_larger_grid():
     model = _tiny(pe_type='abs_nointerp', pretrain_img_size=128)
     with pytest.raises(ValueError, match='larger than the absolute PE grid'):
         model(torch.randn(1, 3, 160, 128))
 
-
 def test_sincos_is_added_after_patch_embed():
     model = _tiny(pe_type='sincos', out_indices=(0,))
     tokens = torch.zeros(1, 6 * 9, 16)
     torch.testing.assert_close(model._add_absolute_pe(tokens, (6, 9)), build_sincos_2d_pos_embed((6, 9), 16))
-
 
 def test_peg_as_last_block_of_a_stage_feeds_patch_merging():
     """With one block per stage the PEG output (a channels-first view) goes straight into patch merging."""
@@ -340,7 +300,6 @@ def test_peg_as_last_block_of_a_stage_feeds_patch_merging():
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 66, 94))
     assert [o.shape[-2:] for o in outs] == [(_ceil(66, s), _ceil(94, s)) for s in STRIDES]
-
 
 def test_peg_follows_the_first_block_of_each_stage():
     model = _tiny(pe_type='peg')
@@ -353,7 +312,6 @@ def test_peg_follows_the_first_block_of_each_stage():
         model(torch.randn(1, 3, 64, 64))
     assert order == [f'{i}.{n}' for i in range(4) for n in ('block0', 'peg', 'block1')]
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Options
 # ---------------------------------------------------------------------------------------------------------------
@@ -365,7 +323,6 @@ def test_presets(arch, dims):
     assert model.out_channels == tuple(dims * 2 ** i for i in range(4))
     assert [len(s.blocks) for s in model.layers] == list(ARCH_SETTINGS[arch]['depths'])
     assert model.layers[0].blocks[0].attn.num_heads == ARCH_SETTINGS[arch]['num_heads'][0]
-
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(arch='huge'), 'tiny, small, base, large'),
@@ -384,14 +341,12 @@ def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SwinRPB(**kwargs)
 
-
 def test_out_indices_subset_builds_only_needed_stages():
     model = _tiny(out_indices=(1,))
     assert len(model.layers) == 2 and model.layers[1].downsample is None
     assert model.out_channels == (32,)
     outs = model(torch.randn(1, 3, 64, 64))
     assert len(outs) == 1 and outs[0].shape == (1, 32, 8, 8)
-
 
 def test_frozen_stages():
     model = _tiny(frozen_stages=2)
@@ -404,7 +359,6 @@ def test_frozen_stages():
     sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
     assert all(p.grad is None for m in frozen for p in m.parameters())
     assert model.layers[2].blocks[0].attn.qkv.weight.grad is not None
-
 
 def test_with_cp_same_outputs_and_gradients(monkeypatch):
     import vitpe_mm.models.swin as swin_module
@@ -424,12 +378,10 @@ def test_with_cp_same_outputs_and_gradients(monkeypatch):
     for (name, pa), pb in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
 
-
 def test_drop_path_increases_linearly():
     model = SwinRPB(arch=TINY, drop_path_rate=0.3)
     rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.layers for b in s.blocks]
     torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, 8))
-
 
 def test_inference_reuses_bias_and_mask():
     model = _tiny()
@@ -443,12 +395,10 @@ def test_inference_reuses_bias_and_mask():
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
-
 def test_registered_in_mmengine_root_registry():
     from mmengine.registry import MODELS
     model = MODELS.build(dict(type='SwinRPB', arch=TINY, out_indices=(3,)))
     assert isinstance(model, SwinRPB) and model.out_channels == (128,)
-
 
 @pytest.mark.parametrize('hw, window, shift', [((10, 13), (7, 7), (3, 3)), ((14, 14), (7, 7), (0, 0)),
                                                ((5, 9), (5, 7), (0, 3)), ((16, 16), (7, 7), (3, 3))])
@@ -472,7 +422,6 @@ def test_compile_path_equals_cached_gathers_with_gradients(hw, window, shift):
     params = [x, attn.qkv.weight, attn.qkv.bias, attn.relative_position_bias.relative_position_bias_table]
     for a, b in zip(torch.autograd.grad(plain, params, grad), torch.autograd.grad(gathered, params, grad)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-
 
 def test_bf16_autocast_matches_padded_reference_computation():
     """Under CPU autocast the padding tokens' q, k, v are the bias in bf16 (was: a dtype error in the gather)."""

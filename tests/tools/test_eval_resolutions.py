@@ -21,7 +21,6 @@ from vitpe_mm.analysis import read_csv
 from vitpe_mm.datasets import ensure_mini_datasets
 from vitpe_mm.engine import load_config
 from vitpe_mm.engine.tool_modules import load_tool
-from test_train_test import one_thread  # noqa: F401,E402  (fixture: in-process tools run on one thread)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,6 @@ from vitpe_mm.analysis import read_csv
 from vitpe_mm.analysis.ablation import ABLATION_BACKBONES, ablation_overrides, mini_ade_classes
 from vitpe_mm.engine import load_config
 from vitpe_mm.engine.tool_modules import load_tool
-from test_train_test import one_thread  # noqa: F401,E402  (fixture: in-process tools run on one thread)
 
 ROOT = Path(__file__).resolve().parents[2]
 

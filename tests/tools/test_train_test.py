@@ -124,15 +124,6 @@ def mini_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def one_thread():
-    """Runs in-process tools on one thread, like the subprocesses (see run_tool)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_config(path: Path, body: str, root: Path, train_root: str = '') -> Path:
     text = textwrap.dedent(body) + COMMON
     path.write_text(text.format(root=root, train_root=train_root, iters=ITERS, resume_at=RESUME_AT))

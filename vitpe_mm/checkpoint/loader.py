@@ -10,7 +10,7 @@ cannot be reconciled raise a `CheckpointError` naming the keys.
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Tuple
 
 import torch
 import torch.nn as nn
