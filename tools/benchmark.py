@@ -31,6 +31,10 @@ Method (printed with the results and stored in the JSON `meta`):
     attention kernels, including the CPU flash-attention kernels registered below); TFLOP/s = FLOPs / median
     time, and its fraction of `--peak-tflops` when given.
 
+`--compile` runs both sides under torch.compile (inductor, static shapes: `dynamic=False`, as tools/train.py
+compiles): the timed closures (model plus feature extraction or losses) are compiled, the warm-up runs (at least
+2) compile, the compared outputs are those of the compiled models, FLOPs are not counted.
+
 `--cost-curve` measures time and memory against the token count for ViT global attention, PCPVT
 spatial-reduction attention and Swin window attention (one block of each, ours), and writes CSV, JSON and
 a PNG plot.
@@ -38,6 +42,7 @@ a PNG plot.
 Examples:
     python tools/benchmark.py --models swin-mmdet,cpvt-mmseg --sizes 512 --batch 1 --modes fwdbwd --out bench.json
     python tools/benchmark.py --quick --out /tmp/quick.json
+    python tools/benchmark.py --models cpvt-mmseg --sizes 512 --modes fwdbwd --compile
     python tools/benchmark.py --cost-curve --out cost_curve.json
 """
 import argparse
@@ -150,9 +155,12 @@ class Contender:
 
 
 def backbone_contender(name: str, module: nn.Module, maps: Callable[[nn.Module, torch.Tensor], List[torch.Tensor]]):
+    def run(x):
+        return maps(module, x)
+
     def loss(x):
         return sum(o.float().mean() for o in maps(module, x))
-    return Contender(name, module, lambda x: maps(module, x), loss, lambda x: maps(module, x))
+    return Contender(name, module, run, loss, run)
 
 
 def _tuple_maps(module, x):
@@ -533,6 +541,28 @@ def make_step(contender: Contender, mode: str, batch, dtype: torch.dtype, device
     return step
 
 
+def compiled_contender(contender: Contender) -> Contender:
+    """The contender with its forward, loss and outputs under torch.compile (inductor, `dynamic=False`): what is
+    timed is the whole closure, the model and the reference's own feature extraction (timm's forward_features,
+    mmdet's losses). Each input size, train / eval mode and grad mode gets its own graph."""
+    compiled: Dict[int, Callable] = {}
+
+    def compile_once(fn: Callable) -> Callable:  # forward and outputs are often the same function
+        if id(fn) not in compiled:
+            compiled[id(fn)] = torch.compile(fn, dynamic=False)
+        return compiled[id(fn)]
+    return Contender(contender.name, contender.module, compile_once(contender.forward), compile_once(contender.loss),
+                     compile_once(contender.outputs))
+
+
+def _raise_recompile_limit(limit: int = 64) -> None:
+    """One graph per (size, mode, dtype) and model: more than dynamo's default limit of 8 in a full run."""
+    config = torch._dynamo.config
+    for name in ('recompile_limit', 'cache_size_limit'):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), limit))
+
+
 def prepare(contender: Contender, mode: str) -> None:
     set_train(contender.module, mode == 'fwdbwd')
     _zero_grads(contender.module)
@@ -613,6 +643,8 @@ def run_case(pair: Pair, size: Tuple[int, int], batch_size: int, dtype_name: str
              args) -> List[dict]:
     device, dtype = pair.device, DTYPES[dtype_name]
     ours, ref = pair.contenders(size)
+    if args.compile:
+        ours, ref = compiled_contender(ours), compiled_contender(ref)
     batch = pair.make_batch(batch_size, size)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else contextlib.nullcontext
 
@@ -657,8 +689,8 @@ def run_case(pair: Pair, size: Tuple[int, int], batch_size: int, dtype_name: str
                 times[c.name].append(timed(steps[c.name], device))
                 _zero_grads(c.module)
         row = dict(pair=pair.name, size=list(size), batch=batch_size, dtype=dtype_name, device=str(device), mode=mode,
-                   checkpoint_format=pair.fmt, max_abs_diff=diff, diffs=diffs, max_scaled_diff=scaled,
-                   low_precision_mean_abs_error=low_precision_error, tolerance=tolerance,
+                   compiled=bool(args.compile), checkpoint_format=pair.fmt, max_abs_diff=diff, diffs=diffs,
+                   max_scaled_diff=scaled, low_precision_mean_abs_error=low_precision_error, tolerance=tolerance,
                    equal=(scaled is not None and scaled <= tolerance) if tolerance is not None else None, note=note)
         if mode == 'fwdbwd':
             # the training forward may take other kernels than inference (e.g. the attention split for threads)
@@ -712,7 +744,7 @@ def print_row(row: dict, flush: bool = False) -> None:
     if row['equal'] is False:
         diff += ' !'
     size = 'x'.join(map(str, row['size']))
-    note = row['note']
+    note = ('compiled' + (f'; {row["note"]}' if row['note'] else '')) if row.get('compiled') else row['note']
     err = row.get('low_precision_mean_abs_error')
     if err:
         note = (f'{row["dtype"]} mean|error| vs the fp32 reference: ours {err["ours"]:.2e}, ref {err["ref"]:.2e}'
@@ -728,7 +760,7 @@ def machine_meta(args) -> dict:
         date=datetime.datetime.now().isoformat(timespec='seconds'), python=platform.python_version(),
         torch=torch.__version__, platform=platform.platform(), processor=platform.processor(),
         cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), device=args.device,
-        argv=sys.argv[1:], repeats=args.repeats, warmup=args.warmup,
+        argv=sys.argv[1:], repeats=args.repeats, warmup=args.warmup, compile=bool(getattr(args, 'compile', False)),
     )
     try:
         with open('/proc/cpuinfo') as f:
@@ -965,6 +997,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--tiny', action='store_true', help='narrow, shallow versions of the presets')
     parser.add_argument('--quick', action='store_true',
                         help='smoke run: --tiny, 224x224 (cost curve: 64, 96), batch 1, fp32, 1 repeat, no warm-up')
+    parser.add_argument('--compile', action='store_true',
+                        help='both sides under torch.compile (inductor, dynamic=False); implies --warmup >= 2 and '
+                        '--no-flops')
     parser.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
     parser.add_argument('--no-flops', action='store_true', help='skip FLOP counting')
     parser.add_argument('--peak-tflops', type=float, default=None,
@@ -994,6 +1029,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             args.sizes = [(224, 224)]  # every Swin map at least one window: all pairs equal
         if '--curve-sizes' not in ' '.join(argv if argv is not None else sys.argv):
             args.curve_sizes = [(64, 64), (96, 96)]
+    if args.compile:
+        if args.cost_curve:
+            raise SystemExit('--compile applies to the pairs, not to --cost-curve')
+        args.warmup = max(args.warmup, 2)  # the first run of each mode compiles, the second settles the allocator
+        args.no_flops = True  # compiled kernels do not dispatch the aten ops FlopCounterMode counts
+        _raise_recompile_limit()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = cost_curve(args) if args.cost_curve else benchmark(args)

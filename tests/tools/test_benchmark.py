@@ -59,6 +59,30 @@ def test_quick_run_writes_results_with_equal_outputs(tmp_path):
     assert all(r['ours']['peak_mem_bytes'] and r['ours']['flops'] for r in rows)
 
 
+def test_compiled_run_compiles_both_sides_and_keeps_outputs_equal(tmp_path):
+    """--compile: every row says so, the outputs of the compiled models still match to 1e-5, dynamo compiled
+    graphs for them (the timings are of compiled code), FLOPs are not counted, at least 2 warm-up runs."""
+    pytest.importorskip('timm')
+    import torch._dynamo
+    tool = _tool()
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    data = tool.main(['--quick', '--compile', '--models', 'vit-timm,cpvt-timm', '--sizes', '64', '--threads', '1',
+                      '--no-memory'])
+    assert not data['errors'], data['errors']
+    assert data['meta']['compile'] is True and data['meta']['warmup'] == 2
+    rows = data['results']
+    pairs = ('vit-timm', 'cpvt-timm')
+    assert {(r['pair'], r['mode']) for r in rows} == {(p, m) for p in pairs for m in ('fwd', 'fwdbwd')}
+    for row in rows:
+        assert row['compiled'] is True and row['equal'] is True, row
+        assert 'flops' not in row['ours'] and 'flops' not in row['ref']
+    # a graph at least per side and mode (the eval forward, the training loss): 2 pairs x 2 sides x 2 modes
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] >= 8
+    assert not torch._dynamo.utils.counters['graph_break']
+    torch._dynamo.reset()
+
+
 def test_cost_curve_quick_writes_csv_json_png(tmp_path):
     tool = _tool()
     out = tmp_path / 'curve.json'
@@ -78,6 +102,8 @@ def test_bad_options_are_rejected():
         tool.main(['--models', 'resnet'])
     with pytest.raises(SystemExit):
         tool.main(['--dtype', 'fp8'])
+    with pytest.raises(SystemExit, match='cost-curve'):
+        tool.main(['--cost-curve', '--compile'])
 
 
 def test_bf16_rows_report_each_sides_error_against_fp32(tmp_path):
