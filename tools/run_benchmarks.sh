@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's speed and memory tables: every tools/benchmark.py run, one after another (keep the machine
 # otherwise idle: contenders alternate within each round, but load still adds noise). Writes docs/benchmark/.
-#   bash tools/run_benchmarks.sh [OUT_DIR]          about 25 min on a 2-core CPU machine
+#   bash tools/run_benchmarks.sh [OUT_DIR]          about 30 min on a 2-core CPU machine (+15 min of compiling
+#                                                   the first time: inductor's cache is empty)
 # On a GPU machine add the bf16 table:  DEVICE=cuda PEAK_TFLOPS=989 bash tools/run_benchmarks.sh
 # A smoke run of the whole script (tiny models, one repeat): BENCH_EXTRA=--quick bash tools/run_benchmarks.sh /tmp/b
 set -euo pipefail
@@ -26,3 +27,5 @@ bench backbones_cpu_bf16_b1 --models swin-mmdet,cpvt-mmseg,swin-timm,cpvt-timm,v
   --dtype bf16 --repeats 5 --warmup 1 --no-flops
 bench models_cpu_fp32_b2 --models maskrcnn,upernet --sizes 512 --batch 2 --repeats 5 --warmup 1 --no-flops
 bench cost_curve_cpu --cost-curve --repeats 3 --warmup 1
+# torch.compile on both sides (a few minutes of compiling with an empty inductor cache)
+bench compile_cpu_fp32_b1 --models swin-mmdet,cpvt-mmseg --sizes 512 --batch 1 --modes fwdbwd --compile --repeats 5
