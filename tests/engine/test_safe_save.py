@@ -181,6 +181,29 @@ def test_test_metrics_file_is_written_by_the_main_process_only(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ['20261121_204206.json']  # no temporary file left
 
 
+@pytest.mark.parametrize('hook_type', [SafeLoggerHook, LoggerHook])
+def test_logs_are_copied_to_out_dir_by_the_main_process_only(tmp_path, monkeypatch, hook_type):
+    """out_dir with keep_local=False, two ranks at the end of a run: SafeLoggerHook copies the shared log folder
+    once, from rank 0, then deletes it; mmengine's hook does it from rank 1 as well (run at the same time, one rank
+    deletes what the other is reading)."""
+    log_dir = tmp_path / 'work' / '20261121_204206'
+    log_dir.mkdir(parents=True)
+    (log_dir / '20261121_204206.log').write_text('rank 0 log\n')
+    copied = tmp_path / 'out' / '20261121_204206.log'
+    hook = hook_type(out_dir=str(tmp_path / 'out'), keep_local=False)
+    closed = []
+    for rank in (1, 0):
+        monkeypatch.setattr(safe_save, 'is_main_process', lambda rank=rank: rank == 0)
+        runner = SimpleNamespace(_log_dir=str(log_dir), logger=SimpleNamespace(info=lambda msg: None, handlers=[]),
+                                 visualizer=SimpleNamespace(close=lambda rank=rank: closed.append(rank)))
+        hook.after_run(runner)
+        if rank == 1:  # what rank 1 did on its own
+            assert copied.exists() == (hook_type is LoggerHook)
+            assert (log_dir / '20261121_204206.log').exists() == (hook_type is SafeLoggerHook)
+    assert closed == [1, 0]  # every rank closes its visualizer
+    assert copied.read_text() == 'rank 0 log\n' and not (log_dir / '20261121_204206.log').exists()
+
+
 def test_use_safe_logger_hook():
     cfg = Config(dict(default_hooks=dict(logger=dict(type='LoggerHook', interval=50))))
     assert use_safe_logger_hook(cfg)

@@ -16,7 +16,8 @@ Here every write goes to a temporary file in the target's folder, is flushed to 
 The test metrics file has the same kind of problem in distributed runs: mmengine's `LoggerHook.after_test_epoch`
 dumps `<timestamp>.json` from *every* rank into the one run folder the ranks share, each with its own `time`
 figures, so two ranks writing at once leave a file that is not JSON (seen with two gloo ranks: a shorter line
-written over a longer one). `SafeLoggerHook` writes it from the main process only, atomically;
+written over a longer one); its `after_run` copies the logs to `out_dir` from every rank too (and with
+`keep_local=False` every rank deletes them). `SafeLoggerHook` does both from the main process only;
 `use_safe_logger_hook(cfg)` puts it in place of the config's `LoggerHook` (`vitpe_mm.engine.build_runner`).
 """
 import glob
@@ -147,7 +148,9 @@ class SafeCheckpointHook(CheckpointHook):
 @HOOKS.register_module()
 class SafeLoggerHook(LoggerHook):
     """mmengine's `LoggerHook` (same arguments) whose test metrics file (`<log_dir>/<timestamp>.json`) is written by
-    the main process alone, atomically. Every rank still logs the metrics line."""
+    the main process alone, atomically; every rank still logs the metrics line. With `out_dir`, the logs of the
+    shared log folder are copied there (and with `keep_local=False` deleted) by the main process alone: mmengine
+    does it from every rank, so one rank deletes the files another is reading."""
 
     def after_test_epoch(self, runner, metrics=None) -> None:
         # LoggerHook.after_test_epoch (mmengine 0.10.7) with the dump on the main process, through atomic_write
@@ -157,6 +160,12 @@ class SafeLoggerHook(LoggerHook):
         if is_main_process():
             atomic_write(dump(self._process_tags(tag), file_format='json'),
                          osp.join(runner.log_dir, self.json_log_path))
+
+    def after_run(self, runner) -> None:
+        if is_main_process():
+            super().after_run(runner)
+        else:
+            runner.visualizer.close()
 
 
 def _replace_default_hook(cfg: Config, key: str, hook_class: type, new_type: str) -> bool:
