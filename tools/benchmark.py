@@ -349,7 +349,6 @@ class ViTTimm(Pair):
                 backbone_contender('timm vit_small_patch16_224', self.ref, timm_maps))
 
 
-
 def _build_from_text(registry_module: str, text: str):
     import tempfile
     from mmengine.config import Config
@@ -760,7 +759,7 @@ def machine_meta(args) -> dict:
         date=datetime.datetime.now().isoformat(timespec='seconds'), python=platform.python_version(),
         torch=torch.__version__, platform=platform.platform(), processor=platform.processor(),
         cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), device=args.device,
-        argv=sys.argv[1:], repeats=args.repeats, warmup=args.warmup, compile=bool(getattr(args, 'compile', False)),
+        argv=sys.argv[1:], repeats=args.repeats, warmup=args.warmup, compile=bool(args.compile),
     )
     try:
         with open('/proc/cpuinfo') as f:

@@ -109,7 +109,6 @@ def _last_checkpoint(work_dir: Path) -> Optional[str]:
 def setup(args: argparse.Namespace):
     """The runner for the demo: mini data made when missing, config checked and fitted to the machine."""
     from vitpe_mm.engine import add_iteration_seed_hook, build_runner, check_inputs, fit_to_machine, load_config
-    from vitpe_mm.engine.safe_save import use_safe_checkpoint_hook
 
     config = Path(args.config)
     if not config.is_file():
@@ -121,7 +120,6 @@ def setup(args: argparse.Namespace):
     if cfg.get('val_cfg') is None:
         raise ValueError(f'{config} has no val_cfg / val_dataloader / val_evaluator: the demo evaluates on them')
     add_iteration_seed_hook(cfg)
-    use_safe_checkpoint_hook(cfg)  # as tools/train.py: checkpoints written atomically
     check_inputs(cfg, 'train')
     fit_to_machine(cfg, 'none')
     return build_runner(cfg)

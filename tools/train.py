@@ -53,7 +53,6 @@ def setup_train_cfg(args: argparse.Namespace):
     """The config as `args` ask, checked and fitted to the machine (nothing built yet)."""
     from vitpe_mm.engine import add_iteration_seed_hook, check_inputs, fit_to_machine, load_config
     from vitpe_mm.engine.cpu_sync_bn import use_cpu_sync_bn
-    from vitpe_mm.engine.safe_save import use_safe_checkpoint_hook
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
@@ -78,7 +77,6 @@ def setup_train_cfg(args: argparse.Namespace):
         cfg.resume = True
         cfg.load_from = args.resume
     add_iteration_seed_hook(cfg)  # a resumed run draws the same random numbers as an uninterrupted one
-    use_safe_checkpoint_hook(cfg)  # checkpoints written atomically: a killed job leaves one to resume from
     check_inputs(cfg, 'train')
     use_cpu_sync_bn(cfg, args.launcher)  # multi-process CPU runs: SyncBN over gloo (else fit_to_machine makes it BN)
     fit_to_machine(cfg, args.launcher)

@@ -28,6 +28,22 @@ def _tokens_to_map(tokens: torch.Tensor, hw) -> torch.Tensor:
     return tokens.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
 
 
+def _pretrained(path, **kwargs) -> ViTPE:
+    """ViTPE (deit-s unless `arch` is given) loaded from `path` through init_cfg, format detected; eval mode."""
+    model = ViTPE(init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kwargs)
+    model.init_weights()
+    return model.eval()
+
+
+def _timm_reference(name: str) -> torch.nn.Module:
+    """A timm model with dynamic_img_size and perturbed random weights, eval mode."""
+    timm = pytest.importorskip('timm')
+    torch.manual_seed(0)
+    ref = timm.create_model(name, pretrained=False, dynamic_img_size=True).eval()
+    _randomise(ref, std=0.02)
+    return ref
+
+
 # ------------------------------------------------------------------------------------------------ timm
 @pytest.mark.parametrize('name', ['deit_small_patch16_224', 'vit_small_patch16_224'])
 def test_matches_timm_dynamic_img_size(name, tmp_path):
@@ -35,15 +51,10 @@ def test_matches_timm_dynamic_img_size(name, tmp_path):
 
     Both resample the 14x14 table with bicubic + antialias (timm's dynamic_img_size path; our default).
     """
-    timm = pytest.importorskip('timm')
-    torch.manual_seed(0)
-    ref = timm.create_model(name, pretrained=False, dynamic_img_size=True).eval()
-    _randomise(ref, std=0.02)
+    ref = _timm_reference(name)
     path = tmp_path / 'timm.pth'
     torch.save(ref.state_dict(), path)
-    ours = ViTPE('deit-s', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    ours.init_weights()
-    ours.eval()
+    ours = _pretrained(path)
     for hw in [(224, 224), (384, 384), (224, 320)]:
         x = torch.randn(1, 3, *hw)
         with torch.no_grad():
@@ -59,19 +70,12 @@ def test_matches_timm_distilled_deit(tmp_path):
     """A distilled DeiT (cls + dist token) with `with_dist_token=True` == timm's VisionTransformerDistilled
     forward_features (patch tokens), at the training size and at resampled grids; without the dist token the
     patch features are another function (the token takes part in every block's attention)."""
-    timm = pytest.importorskip('timm')
-    torch.manual_seed(0)
-    ref = timm.create_model('deit_small_distilled_patch16_224', pretrained=False, dynamic_img_size=True).eval()
-    _randomise(ref, std=0.02)
+    ref = _timm_reference('deit_small_distilled_patch16_224')
     path = tmp_path / 'deit_distilled.pth'
     torch.save({'model': ref.state_dict()}, path)  # the official DeiT release wraps the weights in 'model'
-    ours = ViTPE('deit-s', with_dist_token=True, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    ours.init_weights()
-    ours.eval()
+    ours = _pretrained(path, with_dist_token=True)
     assert torch.equal(ours.dist_token, ref.dist_token) and ours.pos_embed.pos_embed.shape == (1, 2 + 196, 384)
-    dropped = ViTPE('deit-s', init_cfg=dict(type='Pretrained', checkpoint=str(path)))  # dist token dropped
-    dropped.init_weights()
-    dropped.eval()
+    dropped = _pretrained(path)  # dist token dropped
     for hw in [(224, 224), (224, 320), (160, 288)]:
         x = torch.randn(1, 3, *hw)
         with torch.no_grad():
@@ -99,9 +103,7 @@ def _mmseg_vit(**kwargs):
 def _ours_from(ref: torch.nn.Module, tmp_path, name: str = 'mmseg.pth', **kwargs) -> ViTPE:
     path = tmp_path / name
     torch.save({'state_dict': ref.state_dict()}, path)
-    model = ViTPE(init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kwargs)
-    model.init_weights()
-    return model.eval()
+    return _pretrained(path, **kwargs)
 
 
 MMSEG_TINY = dict(img_size=128, patch_size=16, embed_dims=32, num_layers=3, num_heads=2, drop_path_rate=0.0)

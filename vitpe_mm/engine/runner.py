@@ -24,7 +24,7 @@ from mmengine.runner import Runner
 
 from .hooks import IterationSeedHook
 from .safe_load import mmengine_checkpoint_globals
-from .safe_save import use_safe_logger_hook
+from .safe_save import use_safe_checkpoint_hook, use_safe_logger_hook
 
 __all__ = ['TOOLBOXES', 'LAUNCHERS', 'SafeLoadRunner', 'build_runner', 'check_inputs', 'check_pretrained_files',
            'add_iteration_seed_hook', 'detect_toolbox', 'fit_to_machine', 'init_distributed', 'load_config',
@@ -339,8 +339,9 @@ def build_runner(cfg: Config) -> Runner:
 
     Starts the process group on CPU for a distributed `cfg.launcher` (`init_distributed`), limits torch.compile's
     recompilations as mmdet's tools do, compiles with static shapes unless `cfg.compile` says otherwise
-    (`static_compile_options`), writes the test metrics file from the main process only (`SafeLoggerHook` in place
-    of mmengine's `LoggerHook`), and builds `SafeLoadRunner.from_cfg(cfg)`, or the config's `runner_type` from the
+    (`static_compile_options`), puts our hooks in place of mmengine's `CheckpointHook` (atomic checkpoints,
+    `SafeCheckpointHook`) and `LoggerHook` (results files written by the main process only, `SafeLoggerHook`),
+    and builds `SafeLoadRunner.from_cfg(cfg)`, or the config's `runner_type` from the
     registry (its `load_checkpoint` then gets the same allowlist).
     """
     if cfg.get('default_scope') == 'mmdet':
@@ -349,6 +350,7 @@ def build_runner(cfg: Config) -> Runner:
     init_distributed(cfg, cfg.get('launcher', 'none'))
     if cfg.get('compile'):
         cfg.compile = static_compile_options(cfg.compile)
+    use_safe_checkpoint_hook(cfg)
     use_safe_logger_hook(cfg)
     if 'runner_type' not in cfg:
         return SafeLoadRunner.from_cfg(cfg)

@@ -11,14 +11,15 @@ Here every write goes to a temporary file in the target's folder, is flushed to 
 (`os.replace`, atomic on POSIX file systems): the target is the old file or the new one, never a part.
 `SafeCheckpointHook` is mmengine's `CheckpointHook` that saves through `AtomicLocalBackend` (file backend
 'atomic_local') and, per save: writes the checkpoint, then `last_checkpoint`, then deletes the checkpoints beyond
-`max_keep_ckpts`. `use_safe_checkpoint_hook(cfg)` puts it in place of the config's `CheckpointHook` (tools/train.py).
+`max_keep_ckpts`. `use_safe_checkpoint_hook(cfg)` puts it in place of the config's `CheckpointHook`.
 
 The test metrics file has the same kind of problem in distributed runs: mmengine's `LoggerHook.after_test_epoch`
 dumps `<timestamp>.json` from *every* rank into the one run folder the ranks share, each with its own `time`
 figures, so two ranks writing at once leave a file that is not JSON (seen with two gloo ranks: a shorter line
 written over a longer one); its `after_run` copies the logs to `out_dir` from every rank too (and with
 `keep_local=False` every rank deletes them). `SafeLoggerHook` does both from the main process only;
-`use_safe_logger_hook(cfg)` puts it in place of the config's `LoggerHook` (`vitpe_mm.engine.build_runner`).
+`use_safe_logger_hook(cfg)` puts it in place of the config's `LoggerHook`. `vitpe_mm.engine.build_runner` applies
+both, so every tool (train, test, demo, scale sweep, PE ablation) runs with them.
 """
 import glob
 import os

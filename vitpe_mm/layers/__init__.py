@@ -3,7 +3,7 @@ window helpers, fused attention, patch embedding. Nothing here imports mm*."""
 from ._cache import DerivedTensorCache
 from ._checks import check_choice, check_tokens, to_2tuple
 from .attention import MultiheadSelfAttention, attention_with_bias
-from .mlp import DropPath, Mlp, drop_path
+from .mlp import DropPath, Mlp, drop_path, linear_drop_path_rates
 from .patch_embed import LayerNorm2d, PatchEmbed
 from .peg import PosConvEncoding
 from .pos_embed import (AbsolutePositionEmbedding, SinCosPositionEmbedding, build_sincos_2d_pos_embed,
@@ -18,6 +18,6 @@ PE_TYPES = ('abs', 'abs_nointerp', 'sincos', 'peg', 'rel_bias', 'none')
 __all__ = [
     'AbsolutePositionEmbedding', 'DerivedTensorCache', 'DropPath', 'LayerNorm2d', 'Mlp', 'MultiheadSelfAttention', 'PE_TYPES',
     'PatchEmbed', 'PosConvEncoding', 'SinCosPositionEmbedding', 'RelativePositionBias', 'SpatialReductionAttention', 'attention_with_bias', 'build_sincos_2d_pos_embed',
-    'check_choice', 'check_tokens', 'drop_path', 'padded_size', 'reduced_size', 'relative_position_index', 'resample_abs_pos_embed',
+    'check_choice', 'check_tokens', 'drop_path', 'linear_drop_path_rates', 'padded_size', 'reduced_size', 'relative_position_index', 'resample_abs_pos_embed',
     'resize_rel_pos_bias_table', 'shifted_window_attn_mask', 'to_2tuple', 'window_partition', 'window_reverse',
 ]

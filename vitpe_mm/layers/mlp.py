@@ -1,5 +1,5 @@
 """Transformer feed-forward block and stochastic depth ("Deep Networks with Stochastic Depth", arXiv:1603.09382)."""
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
@@ -12,6 +12,12 @@ def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -
     keep = 1.0 - drop_prob
     mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
     return x * mask.div_(keep)
+
+
+def linear_drop_path_rates(drop_path_rate: float, num_blocks: int) -> List[float]:
+    """Stochastic-depth rates rising linearly from 0 to `drop_path_rate` over `num_blocks` blocks (the values of
+    torch.linspace, computed without a tensor so that models build on the meta device too)."""
+    return [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
 
 
 class DropPath(nn.Module):

@@ -14,7 +14,7 @@ import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
 from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, PatchEmbed, PosConvEncoding, SinCosPositionEmbedding,
-                      check_choice, to_2tuple)
+                      check_choice, linear_drop_path_rates, to_2tuple)
 from ..layers.sr_attention import SpatialReductionAttention, reduced_size
 from .base import PEBackbone, init_linear_and_norm
 
@@ -266,7 +266,7 @@ class CPVTv2(PEBackbone):
             self.pos_embeds = None
 
         total = sum(self.depths)
-        rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]  # linear, as torch.linspace
+        rates = linear_drop_path_rates(drop_path_rate, total)
         self.blocks = nn.ModuleList()
         cur = 0
         for i in range(num_stages):

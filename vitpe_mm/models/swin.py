@@ -14,7 +14,7 @@ from mmengine.registry import MODELS
 
 from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, MultiheadSelfAttention, PatchEmbed, PosConvEncoding,
                       RelativePositionBias, SinCosPositionEmbedding, attention_with_bias, padded_size,
-                      shifted_window_attn_mask, to_2tuple)
+                      linear_drop_path_rates, shifted_window_attn_mask, to_2tuple)
 from ..layers.window import (tokens_from_windows, window_partition, window_reverse, window_rows,
                              windows_from_qkv)
 from .base import PEBackbone, init_linear_and_norm
@@ -326,7 +326,7 @@ class SwinRPB(PEBackbone):
         self.drop_after_pos = nn.Dropout(drop_rate)
 
         total = sum(depths)
-        rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]  # linear from 0
+        rates = linear_drop_path_rates(drop_path_rate, total)
         num_built = max(self.out_indices) + 1  # stages after the last returned one would be dead weight
         self.layers = nn.ModuleList()
         for i in range(num_built):

@@ -17,7 +17,8 @@ from mmengine.registry import MODELS
 
 from ..layers import (AbsolutePositionEmbedding, DerivedTensorCache, DropPath, LayerNorm2d, Mlp,
                       MultiheadSelfAttention, PatchEmbed, PosConvEncoding, RelativePositionBias,
-                      SinCosPositionEmbedding, check_choice, to_2tuple, window_partition, window_reverse)
+                      SinCosPositionEmbedding, check_choice, linear_drop_path_rates, to_2tuple, window_partition,
+                      window_reverse)
 from ..layers._checks import Size2
 from .base import PEBackbone
 
@@ -256,7 +257,7 @@ class ViTPE(PEBackbone):
         self.pos_drop = nn.Dropout(drop_rate)
         self.pos_block = PosConvEncoding(embed_dims, 3, self.num_prefix_tokens) if pe_type == 'peg' else None
 
-        dpr = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]  # linear, as torch.linspace
+        dpr = linear_drop_path_rates(drop_path_rate, num_layers)
         self.blocks = nn.ModuleList()
         for i in range(num_layers):
             windowed = self.window_size is not None and i not in self.global_attn_indexes
