@@ -3,6 +3,7 @@ from collections import OrderedDict
 from typing import Callable, Hashable, Sequence, Tuple
 
 import torch
+from ._compat import is_compiling
 
 
 class DerivedTensorCache:
@@ -28,7 +29,7 @@ class DerivedTensorCache:
     def get(self, key: Hashable, sources: Sequence[torch.Tensor], fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
             return fn()
-        if torch.compiler.is_compiling():
+        if is_compiling():
             return fn()
         signature = self._signature(sources)
         entry = self._entries.get(key)

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ._compat import assume_constant_result, is_compiling
 
 
 # On CPU the fused kernel (flash attention for CPU) works on query/key tiles of 32+ tokens: for small windows
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 CPU_FUSED_MIN_SCORES = 128 * 128
 
 
-@torch._dynamo.assume_constant_result
+@assume_constant_result
 def _num_threads() -> int:
     """torch.get_num_threads(), read once per compiled graph under torch.compile (dynamo cannot trace it)."""
     return torch.get_num_threads()
@@ -29,7 +30,7 @@ def _num_threads() -> int:
 
 def use_fused_attention(q: torch.Tensor, k: torch.Tensor, needs_grad: bool) -> bool:
     """Whether `attention_with_bias` runs `F.scaled_dot_product_attention` (else the explicit product)."""
-    if q.device.type != 'cpu' or torch.compiler.is_compiling():
+    if q.device.type != 'cpu' or is_compiling():
         return True
     if q.shape[-2] * k.shape[-2] < CPU_FUSED_MIN_SCORES:
         return False

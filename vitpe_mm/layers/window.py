@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from ._checks import Size2, to_2tuple
+from ._compat import compiler_disable
 
 
 def padded_size(hw_shape: Sequence[int], window_size: Size2) -> Tuple[int, int]:
@@ -179,7 +180,7 @@ def _window_rows(hw_shape: Tuple[int, int], window_size: Tuple[int, int], shift_
                       to(out_pad_rows))
 
 
-@torch.compiler.disable
+@compiler_disable
 def window_rows(hw_shape: Sequence[int], window_size: Size2, shift_size: Size2, num_heads: int,
                 device: torch.device = torch.device('cpu')) -> WindowRows:
     """Index maps of `windows_from_qkv` / `tokens_from_windows` for an H x W map (built once per size, cached).

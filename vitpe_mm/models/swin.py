@@ -18,6 +18,7 @@ from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, MultiheadSelfAtt
 from ..layers.window import (tokens_from_windows, window_partition, window_reverse, window_rows,
                              windows_from_qkv)
 from .base import PEBackbone, init_linear_and_norm
+from ..layers._compat import is_compiling
 
 Size2 = Union[int, Sequence[int]]
 
@@ -101,7 +102,7 @@ class WindowAttention(MultiheadSelfAttention):
         mask = None
         if shift_size != (0, 0):
             mask = shifted_window_attn_mask((hp, wp), window_size, shift_size, x.device, x.dtype)  # nW, N, N
-        if torch.compiler.is_compiling():
+        if is_compiling():
             # torch.compile: the same computation as plain pad / roll / partition (traceable, and inductor
             # fuses the moves), instead of the cached index maps that are built outside the graph.
             return self.proj_drop(self.proj(self._windows_plain(x, hw_shape, window_size, shift_size, mask)))
