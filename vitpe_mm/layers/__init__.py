@@ -1,6 +1,6 @@
 """Torch-only building blocks: positional encodings (absolute + resampling, PEG, relative bias),
 window helpers, fused attention, patch embedding. Nothing here imports mm*."""
-from ._cache import DerivedTensorCache
+from ._cache import SIZE_CACHE, DerivedTensorCache, SizeCache
 from ._checks import check_choice, check_tokens, to_2tuple
 from .attention import MultiheadSelfAttention, attention_with_bias
 from .mlp import DropPath, Mlp, drop_path, linear_drop_path_rates
@@ -8,15 +8,21 @@ from .patch_embed import LayerNorm2d, PatchEmbed
 from .peg import PosConvEncoding
 from .pos_embed import (AbsolutePositionEmbedding, SinCosPositionEmbedding, build_sincos_2d_pos_embed,
                         resample_abs_pos_embed)
+from .pos_encoding import (BlockPE, BlockSpec, PEContext, PositionalEncoding, PositionalEncodings, Rotation,
+                           StageSpec, build_pos_encoding, grid_positions, parse_pe_type, reduced_positions,
+                           register_pos_encoding, registered_pe_types, window_positions)
 from .sr_attention import SpatialReductionAttention, reduced_size
 from .rel_pos_bias import RelativePositionBias, relative_position_index, resize_rel_pos_bias_table
 from .window import padded_size, shifted_window_attn_mask, window_partition, window_reverse
 
-# The positional-encoding switch every backbone accepts (`pe_type=`), for like-for-like ablations.
-PE_TYPES = ('abs', 'abs_nointerp', 'sincos', 'peg', 'rel_bias', 'none')
+# The positional-encoding names every backbone accepts (`pe_type=`, a name or a list), for like-for-like
+# ablations: every registered encoding (modules that register one are imported above).
+PE_TYPES = registered_pe_types()
 
 __all__ = [
-    'AbsolutePositionEmbedding', 'DerivedTensorCache', 'DropPath', 'LayerNorm2d', 'Mlp', 'MultiheadSelfAttention', 'PE_TYPES',
+    'AbsolutePositionEmbedding', 'BlockPE', 'DerivedTensorCache', 'BlockSpec', 'DropPath', 'PEContext', 'PositionalEncoding',
+    'PositionalEncodings', 'Rotation', 'SIZE_CACHE', 'SizeCache', 'StageSpec', 'build_pos_encoding', 'grid_positions',
+    'parse_pe_type', 'reduced_positions', 'register_pos_encoding', 'registered_pe_types', 'window_positions', 'LayerNorm2d', 'Mlp', 'MultiheadSelfAttention', 'PE_TYPES',
     'PatchEmbed', 'PosConvEncoding', 'SinCosPositionEmbedding', 'RelativePositionBias', 'SpatialReductionAttention', 'attention_with_bias', 'build_sincos_2d_pos_embed',
     'check_choice', 'check_tokens', 'drop_path', 'linear_drop_path_rates', 'padded_size', 'reduced_size', 'relative_position_index', 'resample_abs_pos_embed',
     'resize_rel_pos_bias_table', 'shifted_window_attn_mask', 'to_2tuple', 'window_partition', 'window_reverse',

@@ -5,7 +5,7 @@ window masks ("Swin Transformer", arXiv:2103.14030) into the fused kernel instea
 softmax(Q K^T * scale + B) V, except on CPU where the explicit product is faster (`use_fused_attention`).
 """
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -141,6 +141,33 @@ def attention_with_bias(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
 
 
+def pad_prefix_bias(bias: Optional[torch.Tensor], num_prefix_tokens: int) -> Optional[torch.Tensor]:
+    """(nH, N, N) bias over grid tokens -> (nH, p + N, p + N): prefix tokens (cls, dist) get zeros."""
+    if bias is None or not num_prefix_tokens:
+        return bias
+    return F.pad(bias, (num_prefix_tokens, 0, num_prefix_tokens, 0))
+
+
+def rotate_qk(q: torch.Tensor, k: torch.Tensor, rotation, num_prefix_tokens: int = 0,
+              num_windows: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Applies a `pos_encoding.Rotation` to q and k of shape (B', nH, N, d) with `rope.apply_rope`.
+
+    Prefix tokens (the first `num_prefix_tokens` of q and k) are not rotated. With `num_windows`, B' is
+    batch * nW and the rotation has a leading nW dimension: q / k are viewed as (batch, nW, nH, N, d).
+    """
+    if rotation is None:
+        return q, k
+    from .rope import apply_rope  # the rotary encodings (rope.py)
+
+    def rotate(t: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        if num_windows:
+            return apply_rope(t.reshape(-1, num_windows, *t.shape[1:]), rot).reshape(t.shape)
+        if num_prefix_tokens:
+            return torch.cat([t[..., :num_prefix_tokens, :], apply_rope(t[..., num_prefix_tokens:, :], rot)], dim=-2)
+        return apply_rope(t, rot)
+    return rotate(q, rotation.q), rotate(k, rotation.k)
+
+
 class MultiheadSelfAttention(nn.Module):
     """Self-attention with a fused `qkv` projection (timm/Swin parameter names `qkv`, `proj`).
 
@@ -167,12 +194,15 @@ class MultiheadSelfAttention(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
-    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: (B, N, C); attn_bias as in `attention_with_bias`. Returns (B, N, C)."""
+    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None, rotation=None,
+                num_prefix_tokens: int = 0, num_windows: int = 0) -> torch.Tensor:
+        """x: (B, N, C); attn_bias as in `attention_with_bias`; `rotation` (a `pos_encoding.Rotation`) as in
+        `rotate_qk`. Returns (B, N, C)."""
         b, n, c = x.shape
         # B, N, 3C -> 3, B, nH, N, d
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
+        q, k = rotate_qk(q, k, rotation, num_prefix_tokens, num_windows)
         x = attention_with_bias(q, k, v, attn_bias, self.attn_drop_rate if self.training else 0.0, self.scale)
         x = x.transpose(1, 2).reshape(b, n, c)  # B, nH, N, d -> B, N, C
         return self.proj_drop(self.proj(x))

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._cache import DerivedTensorCache
+from ._cache import SIZE_CACHE
 from ._checks import Size2, check_choice, to_2tuple
 
 INTERPOLATIONS = ('bicubic', 'bilinear', 'nearest', 'area')
@@ -108,9 +108,8 @@ class AbsolutePositionEmbedding(nn.Module):
     resampled when `interpolate=True`, otherwise the top-left H x W crop of the table (an error when
     the grid is larger than the table). The parameter is named `pos_embed` as in ViT/DeiT/timm.
 
-    Resampled tables are cached per grid while no gradient is being recorded (inference), keyed by
-    the parameter's version counter, storage, device and dtype, so an optimizer step or a
-    `load_state_dict` never leaves a stale entry.
+    The table for another grid is computed from the parameter at every call, never cached: the parameter can
+    change without a trace (EMA weights written through `.data` keep the version counter and the storage).
     """
 
     def __init__(
@@ -132,7 +131,6 @@ class AbsolutePositionEmbedding(nn.Module):
         num_tokens = num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dims))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self._cache = DerivedTensorCache()
 
     def _resampled(self, hw_shape: Tuple[int, int]) -> torch.Tensor:
         if self.interpolate:
@@ -151,11 +149,7 @@ class AbsolutePositionEmbedding(nn.Module):
         hw = to_2tuple(tuple(hw_shape), 'hw_shape')
         if hw == self.grid_size:
             return self.pos_embed
-        return self._cache.get(hw, [self.pos_embed], lambda: self._resampled(hw))
-
-    def _apply(self, fn, *args, **kwargs):
-        self._cache.clear()  # .to()/.half() make new storage; drop tables built for the old one
-        return super()._apply(fn, *args, **kwargs)
+        return self._resampled(hw)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -181,7 +175,8 @@ class SinCosPositionEmbedding(nn.Module):
     """Fixed 2-D sin-cos PE computed for the token grid it is asked for (no parameters, nothing saved).
 
     Sin-cos values depend only on a token's (row, column), so the table for an h x w grid is computed, not
-    resampled; zero rows lead for the prefix tokens (a cls token gets no PE). Cached per grid, device, dtype.
+    resampled; zero rows lead for the prefix tokens (a cls token gets no PE). Cached per grid, device, dtype
+    (`SIZE_CACHE`: it depends on sizes only).
     """
 
     def __init__(self, embed_dims: int, num_prefix_tokens: int = 0) -> None:
@@ -190,7 +185,6 @@ class SinCosPositionEmbedding(nn.Module):
             raise ValueError(f"a 2-D sin-cos PE needs embed_dims divisible by 4, got {embed_dims}")
         self.embed_dims = embed_dims
         self.num_prefix_tokens = num_prefix_tokens
-        self._cache = DerivedTensorCache()
 
     def _table(self, hw_shape: Tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         table = build_sincos_2d_pos_embed(hw_shape, self.embed_dims, device=device)
@@ -199,7 +193,8 @@ class SinCosPositionEmbedding(nn.Module):
     def forward(self, hw_shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
         """Returns the (1, prefix + H*W, C) table in the device and dtype of `like`."""
         hw = to_2tuple(tuple(hw_shape), 'hw_shape')
-        return self._cache.get((hw, like.device, like.dtype), [], lambda: self._table(hw, like.device, like.dtype))
+        key = ('sincos', hw, self.embed_dims, self.num_prefix_tokens, like.device, like.dtype)
+        return SIZE_CACHE.get(key, lambda: self._table(hw, like.device, like.dtype))
 
     def extra_repr(self) -> str:
         return f'embed_dims={self.embed_dims}, num_prefix_tokens={self.num_prefix_tokens}'

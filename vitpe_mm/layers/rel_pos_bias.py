@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._cache import DerivedTensorCache
+from ._cache import SIZE_CACHE
 from ._checks import Size2, to_2tuple
 
 
@@ -80,7 +80,9 @@ class RelativePositionBias(nn.Module):
     `relative_position_index` (not saved: rebuilt from the window size), as in Swin/timm/mmdet; a module built on
     the meta device rebuilds it when a state dict is loaded (`load_state_dict(..., assign=True)`).
     `forward(window_size)` with another window resamples the table to it (e.g. ViT global attention
-    on a grid that changes with the input); results are cached per window during inference.
+    on a grid that changes with the input); `window_bias(window)` crops it for a smaller window (Swin's clamped
+    windows). Biases are computed from the table at every call, never cached (the table can change without a
+    trace, e.g. EMA weights written through `.data`); the index of another size is cached (`SIZE_CACHE`).
 
     Args:
         window_size: window (Mh, Mw) the table is made for.
@@ -97,7 +99,6 @@ class RelativePositionBias(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * mh - 1) * (2 * mw - 1), num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer('relative_position_index', relative_position_index(self.window_size), persistent=False)
-        self._cache = DerivedTensorCache()
 
     def _bias(self, window_size: Tuple[int, int], key_size: Optional[Tuple[int, int]]) -> torch.Tensor:
         table = self.relative_position_bias_table
@@ -106,7 +107,8 @@ class RelativePositionBias(nn.Module):
         else:
             grid = key_size or window_size
             table = resize_rel_pos_bias_table(table, grid, self.window_size)
-            index = relative_position_index(window_size, key_size).to(table.device)
+            index = SIZE_CACHE.get(('rel_pos_index', window_size, key_size, table.device),
+                                   lambda: relative_position_index(window_size, key_size).to(table.device))
         n_q = window_size[0] * window_size[1]
         bias = table[index.reshape(-1)].reshape(n_q, -1, self.num_heads)
         return bias.permute(2, 0, 1).contiguous()  # Nq, Nk, nH -> nH, Nq, Nk
@@ -117,11 +119,20 @@ class RelativePositionBias(nn.Module):
         keys = None if key_size is None else to_2tuple(tuple(key_size), 'key_size')
         if keys == window:
             keys = None
-        return self._cache.get((window, keys), [self.relative_position_bias_table], lambda: self._bias(window, keys))
+        return self._bias(window, keys)
 
-    def _apply(self, fn, *args, **kwargs):
-        self._cache.clear()
-        return super()._apply(fn, *args, **kwargs)
+    def window_bias(self, window_size: Sequence[int]) -> torch.Tensor:
+        """(nH, N, N) bias of a window not larger than the table's: the top-left crop of the full window's bias
+        (the same relative offsets keep the same bias, no resampling)."""
+        h, w = to_2tuple(tuple(window_size), 'window_size')
+        bias = self._bias(self.window_size, None)  # nH, Mh*Mw, Mh*Mw
+        if (h, w) == self.window_size:
+            return bias
+        mh, mw = self.window_size
+        if h > mh or w > mw:
+            raise ValueError(f'window {(h, w)} is larger than the relative-bias window {self.window_size}')
+        # nH, Mh, Mw, Mh, Mw -> nH, h, w, h, w -> nH, N, N
+        return bias.view(-1, mh, mw, mh, mw)[:, :h, :w, :h, :w].reshape(-1, h * w, h * w)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
