@@ -223,3 +223,29 @@ def test_zero_padded_peg_kernel_is_the_same_model(tmp_path, timm_tiny):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[-1], _features(timm_tiny, x)[-1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('to_mmseg', [False, True])
+def test_allow_unexpected_lets_keys_outside_the_layout_pass(tmp_path, timm_tiny, to_mmseg):
+    """Keys outside the Twins layout (layer scale here) are refused by name, or ignored with allow_unexpected."""
+    extra = {'blocks.0.0.ls1.gamma': torch.ones(16)} if not to_mmseg else {'layers.0.0.ls1.gamma': torch.ones(16)}
+    state = timm_tiny.state_dict()
+    state = dict(_timm_to_mmseg(state) if to_mmseg else state, **extra)
+    path = _write(tmp_path, state)
+    with pytest.raises(CheckpointError, match=r'(?s)1 key\(s\) do not belong to CPVTv2: \S*ls1\.gamma.*allow_unexpected'):
+        load_pretrained(CPVTv2(arch=TINY), path, 'cpvt')
+    model = CPVTv2(arch=TINY, init_cfg=dict(type='Pretrained', checkpoint=path, allow_unexpected=True)).eval()
+    model.init_weights()
+    assert load_pretrained(CPVTv2(arch=TINY), path, 'cpvt', allow_unexpected=True)['unexpected_keys'] == list(extra)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[-1], _features(timm_tiny, x)[-1], atol=1e-5, rtol=0)
+
+
+def test_allow_unexpected_does_not_hide_a_wrong_format(tmp_path, timm_tiny):
+    path = _write(tmp_path, timm_tiny.state_dict())
+    with pytest.raises(CheckpointError, match='not in the mmseg Twins-PCPVT layout'):
+        load_pretrained(CPVTv2(arch=TINY), path, 'cpvt', fmt='mmseg', allow_unexpected=True)
+    with pytest.raises(CheckpointError, match=r'none of its 1 key\(s\) belongs to CPVTv2'):
+        load_pretrained(CPVTv2(arch=TINY), _write(tmp_path, {'foo.weight': torch.zeros(1)}), 'cpvt', fmt='vitpe_mm',
+                        allow_unexpected=True)

@@ -241,3 +241,15 @@ def test_mmseg_format_can_be_named(tmp_path):
     with torch.no_grad():
         for out, exp in zip(model(x), ref(x)):
             torch.testing.assert_close(out, exp, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('rows, heads, why', [(13 * 11, 1, 'square window'), (10 * 10, 1, 'square window'),
+                                              (13 * 13, 3, 'one column per head')])
+def test_bias_table_that_cannot_be_resampled_names_key_and_file(timm_state, tmp_path, rows, heads, why):
+    """A table of a non-square (or even) size, or another head count: the error names the key, the file, why."""
+    state, _ = timm_state
+    key = 'layers.0.blocks.1.attn.relative_position_bias_table'
+    state = dict(state, **{key: torch.zeros(rows, heads)})
+    ours = re.escape(key.replace('.attn.', '.attn.relative_position_bias.'))
+    with pytest.raises(CheckpointError, match=rf'(?s)odd_table\.pth.*{ours}.*{why}'):
+        _load(state, tmp_path, 'odd_table.pth')

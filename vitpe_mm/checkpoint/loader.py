@@ -8,6 +8,7 @@ modules' own load hooks. Missing and unexpected keys are logged; an unrecognised
 cannot be reconciled raise a `CheckpointError` naming the keys.
 """
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Tuple
@@ -124,6 +125,26 @@ def convert_state_dict(state: StateDict, model: nn.Module, family: str, fmt: str
     return by_name[fmt].convert(dict(state), model), fmt
 
 
+BIAS_TABLE = 'relative_position_bias_table'
+
+
+def _bias_table_problem(key: str, table: torch.Tensor, own: torch.Tensor) -> str:
+    """Why a relative-bias table of another shape cannot be resampled on load ('' when it can).
+
+    The load hook infers the checkpoint's window from the row count, which is possible for square windows only:
+    (2M - 1)^2 rows for an M x M window, one column per head.
+    """
+    if table.dim() != 2 or table.shape[1] != own.shape[1]:
+        return (f'{key}: checkpoint {tuple(table.shape)} vs model {tuple(own.shape)}: a bias table has one column '
+                f'per head ({own.shape[1]} in the model)')
+    side = math.isqrt(table.shape[0])
+    if side * side != table.shape[0] or side % 2 == 0:
+        return (f'{key}: checkpoint table of {table.shape[0]} rows vs model {tuple(own.shape)}: only a table for a '
+                'square window (2M-1)^2 rows can be resampled to another window; build the model with the '
+                'checkpoint\'s window size')
+    return ''
+
+
 def load_state_dict_checked(model: nn.Module, state: StateDict, source: str = 'checkpoint',
                             allow_unexpected: bool = False) -> Tuple[List[str], List[str]]:
     """Loads non-strictly and logs missing keys (they keep their initialisation, e.g. detection-only norms).
@@ -134,15 +155,23 @@ def load_state_dict_checked(model: nn.Module, state: StateDict, source: str = 'c
     `allow_unexpected=True` logs those instead.
     """
     own = model.state_dict()
+    if state and not set(state) & set(own):
+        raise CheckpointError(
+            f'{source}: none of its {len(state)} key(s) belongs to {type(model).__name__} (first keys: '
+            f'{", ".join(sorted(state)[:6])}; the model has e.g. {", ".join(list(own)[:3])}). Check the model, '
+            'the checkpoint format and the prefix.')
     # The modules' _load_from_state_dict hooks resample pos_embed / bias tables; everything else must match.
-    resizable = ('pos_embed', 'relative_position_bias_table')
+    resizable = ('pos_embed', BIAS_TABLE)
     bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}' for k, v in state.items()
            if k in own and v.shape != own[k].shape and not k.endswith(resizable)]
+    bad += [_bias_table_problem(k, v, own[k]) for k, v in state.items()
+            if k.endswith(BIAS_TABLE) and k in own and v.shape != own[k].shape]
+    bad = [b for b in bad if b]
     if bad:
         raise CheckpointError(f'{source}: shapes cannot be reconciled for {len(bad)} key(s): ' + '; '.join(bad[:10]))
     try:
         result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         raise CheckpointError(f'{source}: {err}') from err
     missing = [k for k in result.missing_keys]
     unexpected = [k for k in result.unexpected_keys]

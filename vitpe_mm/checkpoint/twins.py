@@ -13,15 +13,20 @@
     `layers.{i}.{j}.attn.attn.in_proj_*` (q, k, v stacked: our `q` is the first C rows, `kv` the rest),
     `attn.attn.out_proj`, `ffn.layers.0.0` / `ffn.layers.1`, `position_encodings.{i}.proj`, `norm_list.{i}`.
 
-Keys outside a format's layout raise a CheckpointError naming them.
+A format named explicitly that the keys do not fit (`format='mmseg'` for a timm file) raises a CheckpointError.
+Keys outside a format's layout are passed on unchanged: the loader refuses them by name as keys the model does
+not have, unless allow_unexpected=True (then they are logged and ignored, as for the other families).
 """
+import logging
 import re
-from typing import List, Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from .loader import CheckpointError, StateDict, register_format
+from .loader import CheckpointError, StateDict, formats_for, register_format
+
+logger = logging.getLogger('vitpe_mm')
 
 FAMILY = 'cpvt'
 
@@ -56,11 +61,17 @@ def _is_head(key: str) -> bool:
     return key.startswith('head.')
 
 
-def _fail_unknown(unknown: List[str], fmt: str) -> None:
-    if unknown:
+def _check_layout(state: Mapping[str, torch.Tensor], fmt: str, detect: Callable[[Mapping[str, torch.Tensor]], bool],
+                  unknown: List[str]) -> None:
+    """Refuses a state dict that is not in the format at all; keys outside the layout are logged and left to the
+    loader (refused there unless allow_unexpected=True)."""
+    if not detect(state):
         raise CheckpointError(
-            f'{len(unknown)} key(s) are not part of the {fmt} Twins-PCPVT layout: {", ".join(sorted(unknown)[:10])}'
-            f'{" ..." if len(unknown) > 10 else ""}. Is this a PCPVT checkpoint (not SVT / PVT)?')
+            f'the checkpoint is not in the {fmt} Twins-PCPVT layout (first keys: {", ".join(sorted(state)[:8])}). '
+            f'Is this a PCPVT checkpoint (not SVT / PVT)? Known formats: {", ".join(formats_for(FAMILY))}.')
+    if unknown:
+        logger.info('%d key(s) are not part of the %s Twins-PCPVT layout: %s', len(unknown), fmt,
+                    ', '.join(sorted(unknown)[:10]))
 
 
 def _fit_to_model(state: StateDict, model: nn.Module) -> StateDict:
@@ -94,7 +105,7 @@ def detect_timm(state: Mapping[str, torch.Tensor]) -> bool:
 
 def convert_timm(state: StateDict, model: nn.Module) -> StateDict:
     out = {k: v for k, v in state.items() if not _is_head(k)}  # classifier: not part of a backbone
-    _fail_unknown([k for k in out if not any(p.fullmatch(k) for p in _TIMM_KEYS)], 'timm')
+    _check_layout(state, 'timm', detect_timm, [k for k in out if not any(p.fullmatch(k) for p in _TIMM_KEYS)])
     return _fit_to_model(out, model)
 
 
@@ -127,9 +138,8 @@ def convert_mmseg(state: StateDict, model: nn.Module) -> StateDict:
         new = _map_key(key, _MMSEG_MAP)
         if new is None:
             unknown.append(key)
-        else:
-            out[new] = value
-    _fail_unknown(unknown, 'mmseg')
+        out[key if new is None else new] = value
+    _check_layout(state, 'mmseg', detect_mmseg, unknown)
     return _fit_to_model(out, model)
 
 
