@@ -2,6 +2,7 @@
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -247,3 +248,84 @@ def test_cli(tmp_path, capsys):
     assert 'ade_val must be a positive int' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tool.main(['--only', 'voc'])
+
+
+# ------------------------------------------------------------------------------------------- study trees (PE study)
+STUDY_FACTORS = (0.5, 1.0, 2.0)
+
+
+@pytest.fixture(scope='module')
+def study(tmp_path_factory):
+    from vitpe_mm.datasets import ensure_study_tree
+
+    root = tmp_path_factory.mktemp('study')
+    return {kind: ensure_study_tree(str(root), kind, 64, STUDY_FACTORS, 3, 4, progress=None)
+            for kind in ('ade', 'coco', 'probe')}
+
+
+def test_probe_classes_are_pixel_identical_apart_from_position(study):
+    """By construction a position-blind model cannot separate a probe texture's two classes: the bottom half of
+    every probe image is the top half again, pixel for pixel, and every top label k has bottom label k + 1."""
+    from vitpe_mm.datasets import PROBE_TEXTURES, probe_label
+
+    top_labels = {probe_label(k, False) for k in range(len(PROBE_TEXTURES))}
+    seen = set()
+    for factor in STUDY_FACTORS:
+        from vitpe_mm.datasets import canvas_suffix
+        folder = 'validation' + canvas_suffix(factor)
+        for path in sorted((study['probe'] / 'images' / folder).glob('*.png')):
+            img = np.asarray(Image.open(path).convert('RGB'))
+            label = np.asarray(Image.open(study['probe'] / 'annotations' / folder / path.name))
+            side = int(64 * factor)
+            assert img.shape == (side, side, 3) and label.shape == (side, side)
+            half = side // 2
+            np.testing.assert_array_equal(img[:half], img[half:])  # the same pixels
+            top, bottom = label[:half], label[half:]
+            assert set(np.unique(top)) <= top_labels  # every pixel labelled, by texture and half
+            np.testing.assert_array_equal(bottom, top + 1)  # ... and another class below
+            seen |= set(np.unique(top).tolist())
+    assert len(seen) >= 3  # the textures do occur
+
+
+def test_canvases_keep_the_training_pixel_scale(study):
+    from vitpe_mm.datasets.mini import _texture_px
+
+    # a texture drawn on a larger canvas is the smaller one's pixels continued (lengths in pixels, not relative)
+    for kind in ('flat', 'gradient', 'stripes', 'checker'):
+        small = _texture_px(np.random.default_rng(5), 32, 48, (100, 120, 140), kind, 40.0, 64.0)
+        large = _texture_px(np.random.default_rng(5), 128, 96, (100, 120, 140), kind, 40.0, 64.0)
+        np.testing.assert_allclose(large[:32, :48], small, rtol=0, atol=1e-3, err_msg=kind)
+    # COCO objects: the same range of box sides on every canvas; more objects on larger ones
+    sides, counts = {}, {}
+    for factor in STUDY_FACTORS:
+        from vitpe_mm.datasets import canvas_suffix
+        with open(study['coco'] / 'annotations' / f'instances_val2017{canvas_suffix(factor)}.json') as f:
+            doc = json.load(f)
+        assert {(im['width'], im['height']) for im in doc['images']} == {(int(64 * factor),) * 2}
+        sides[factor] = [math.sqrt(a['bbox'][2] * a['bbox'][3]) for a in doc['annotations']]
+        counts[factor] = len(doc['annotations']) / len(doc['images'])
+    for factor, values in sides.items():
+        assert values and 0.04 * 64 <= min(values) and max(values) <= 0.7 * 64, (factor, min(values), max(values))
+    assert counts[2.0] > 2 * counts[1.0]
+
+
+def test_study_tree_layout_and_reuse(study, tmp_path):
+    from vitpe_mm.datasets import ensure_study_tree, validate_study_tree
+
+    ade = study['ade']
+    assert ade.name == 'study_ade_64'
+    assert sorted(p.name for p in (ade / 'images').iterdir()) == [
+        'training', 'validation', 'validation_canvas0.5x', 'validation_canvas2x']  # 1x is the zoom sweep's base
+    with Image.open(next((ade / 'images' / 'training').glob('*.png'))) as im:
+        assert im.size == (64, 64)
+    assert validate_study_tree(study['coco'], 'coco', 3, 4, 64, STUDY_FACTORS)['val2017_canvas2x'] == 4
+    before = _digest(ade)
+    again = ensure_study_tree(str(ade.parent), 'ade', 64, STUDY_FACTORS, 3, 4, progress=None)  # complete: kept
+    assert again == ade and _digest(ade) == before
+    with pytest.raises(ValueError, match='even numbers of pixels'):
+        ensure_study_tree(str(tmp_path), 'ade', 64, [0.3], 3, 4, progress=None)
+    with pytest.raises(ValueError, match='kind'):
+        ensure_study_tree(str(tmp_path), 'voc', 64, [1.0], 3, 4, progress=None)
+    (ade / 'images' / 'validation_canvas2x' / 'study_val_000001.png').unlink()
+    with pytest.raises(ValueError, match='expected 4'):
+        validate_study_tree(ade, 'ade', 3, 4, 64, STUDY_FACTORS)
