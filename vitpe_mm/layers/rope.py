@@ -13,12 +13,15 @@ grid (`window_positions`), spatial-reduction attention puts its keys at the cent
 turns it into the (sin, cos) that `apply_rope` rotates q and k with.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from ._cache import SIZE_CACHE
 from ._checks import Size2, check_choice, to_2tuple
+from .pos_encoding import PEContext, PositionalEncoding, Rotation, StageSpec, register_pos_encoding
 
 NORMALIZE_COORDS = ('separate', 'min', 'max')
 
@@ -31,26 +34,27 @@ def grid_positions(hw_shape: Size2, extent: Optional[Size2] = None, normalize: O
         hw_shape: the grid (H, W) the coordinates refer to.
         extent: the grid (Hp, Wp) >= (H, W) whose positions are returned (a grid padded at the bottom/right, e.g.
             to window multiples: the padding continues the coordinates past the border); defaults to `hw_shape`.
-        normalize: None for patch indices (0, 1, ..., as timm's 'index' grid); 'separate', 'min' or 'max' for
-            DINOv3's 0.5-centred coordinates mapped to [-1, 1] by H and W each, by min(H, W) or by max(H, W)
-            (timm's 'centered' grid).
+        normalize: None for patch indices (0, 1, ..., as timm's 'index' grid), else as `normalize_positions`.
     """
     h, w = to_2tuple(hw_shape, 'hw_shape')
     hp, wp = to_2tuple(extent, 'extent') if extent is not None else (h, w)
     if hp < h or wp < w:
         raise ValueError(f'extent={(hp, wp)} must cover hw_shape={(h, w)}')
-    if normalize is None:
-        ys = torch.arange(hp, device=device, dtype=torch.int64).to(torch.float32)
-        xs = torch.arange(wp, device=device, dtype=torch.int64).to(torch.float32)
-    else:
-        check_choice(normalize, 'normalize', NORMALIZE_COORDS)
-        denom = {'separate': (h, w), 'min': (min(h, w),) * 2, 'max': (max(h, w),) * 2}[normalize]
-        ys = torch.arange(0.5, hp, device=device, dtype=torch.float32) / float(denom[0])
-        xs = torch.arange(0.5, wp, device=device, dtype=torch.float32) / float(denom[1])
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)  # Hp, Wp, 2
-    if normalize is not None:
-        grid = 2.0 * grid - 1.0  # [0, 1] -> [-1, 1]
-    return grid.reshape(-1, 2)
+    ys = torch.arange(hp, device=device, dtype=torch.int64).to(torch.float32)
+    xs = torch.arange(wp, device=device, dtype=torch.int64).to(torch.float32)
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1).reshape(-1, 2)  # Hp*Wp, 2
+    return grid if normalize is None else normalize_positions(grid, (h, w), normalize)
+
+
+def normalize_positions(positions: torch.Tensor, hw_shape: Size2, normalize: str = 'separate') -> torch.Tensor:
+    """DINOv3's coordinates of patch-index positions (..., 2): 0.5-centred, divided by H and W ('separate'), by
+    min(H, W) or by max(H, W), mapped from [0, 1] to [-1, 1] (timm's 'centered' grid, same operations); positions
+    past the grid (padding) continue linearly."""
+    h, w = to_2tuple(hw_shape, 'hw_shape')
+    check_choice(normalize, 'normalize', NORMALIZE_COORDS)
+    denom = {'separate': (h, w), 'min': (min(h, w),) * 2, 'max': (max(h, w),) * 2}[normalize]
+    scale = torch.tensor([float(denom[0]), float(denom[1])], device=positions.device)
+    return 2.0 * ((positions + 0.5) / scale) - 1.0
 
 
 def window_positions(positions: torch.Tensor, padded_hw: Size2, window_size: Size2,
@@ -216,8 +220,132 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, half: bool
     return out.to(x.dtype).view(shape)
 
 
+# ------------------------------------------------------------------------------------------------ the encodings
+class _RoPE(PositionalEncoding):
+    """Shared part of the rotary encodings (`kind` 'rope': parameters are `rope.*` on every backbone).
+
+    `rotation(ctx, j, q_pos, k_pos)` turns the positions an attention passes (patch indices of the stage grid:
+    global tokens, global positions of window slots, centres of reduced key cells) into sin / cos of the angles
+    `_angles(ctx, j, positions)` gives. Encodings whose angles do not depend on the block (`per_block = False`)
+    compute them once per stage and forward for each positions tensor and reuse them in the other blocks.
+    """
+
+    kind = 'rope'
+    rotates = True
+    half = False  # timm's rotate_half pair layout
+    per_block = False
+    default_temperature = 100.0
+
+    def __init__(self, stages: Sequence[StageSpec], pe_type: str, rope_temperature: Optional[float] = None,
+                 **options: Any) -> None:
+        super().__init__(stages, pe_type)
+        for i, s in enumerate(self.stages):
+            if s.embed_dims % s.num_heads or (s.embed_dims // s.num_heads) % 4:
+                raise ValueError(f'pe_type={pe_type!r} rotates (y, x) pairs: the head dimension must be divisible '
+                                 f'by 4, stage {i} has embed_dims={s.embed_dims}, num_heads={s.num_heads}')
+        temperature = self.default_temperature if rope_temperature is None else rope_temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
+            raise ValueError(f'rope_temperature must be a positive number, got {rope_temperature!r}')
+        self.temperature = float(temperature)
+
+    def head_dims(self, stage: int) -> int:
+        return self.stages[stage].embed_dims // self.stages[stage].num_heads
+
+    def _angles(self, ctx: PEContext, block_index: int, positions: torch.Tensor) -> torch.Tensor:
+        """(..., [nH,] N, d / 2) angles of (..., N, 2) positions."""
+        raise NotImplementedError
+
+    def _sin_cos(self, ctx: PEContext, block_index: int, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        angles = self._angles(ctx, block_index, positions)
+        if angles.dim() == positions.dim():  # no head dimension: one rotation for all heads
+            angles = angles.unsqueeze(-3)  # ..., N, d/2 -> ..., 1, N, d/2
+        return rope_sin_cos(angles)
+
+    def rotation(self, ctx: PEContext, block_index: int, q_pos: torch.Tensor, k_pos: torch.Tensor) -> Rotation:
+        memo: Optional[List[Tuple[torch.Tensor, torch.Tensor, Rotation]]] = None
+        if not self.per_block:  # this forward's rotations of the stage, reused by its other blocks
+            memo = ctx.data.setdefault(self.kind, [])
+            for q_seen, k_seen, rotation in memo:
+                if q_seen is q_pos and k_seen is k_pos:
+                    return rotation
+        q_sin, q_cos = self._sin_cos(ctx, block_index, q_pos)
+        k_sin, k_cos = (q_sin, q_cos) if k_pos is q_pos else self._sin_cos(ctx, block_index, k_pos)
+        rotation = Rotation(q_sin, q_cos, k_sin, k_cos, self.half)
+        if memo is not None:
+            memo.append((q_pos, k_pos, rotation))
+        return rotation
+
+    def extra_repr(self) -> str:
+        return f'pe_type={self.pe_type!r}, temperature={self.temperature}'
+
+
+@register_pos_encoding('rope_axial')
+class AxialRoPE(_RoPE):
+    """RoPE-Axial (RoPE-ViT, arXiv:2403.13298): fixed frequencies 1 / temperature ** (i / (d / 4)), the first
+    half of the pairs rotated by the column x, the second by the row y; no parameters. Equal to timm's
+    `RotaryEmbeddingCat(in_pixels=False, grid_indexing='xy')` as its Eva `vit_*_patch16_rope_*` models use it
+    (`rope_temperature` 100 as RoPE-ViT)."""
+
+    def _angles(self, ctx: PEContext, block_index: int, positions: torch.Tensor) -> torch.Tensor:
+        d, device = self.head_dims(ctx.stage), positions.device
+        bands = SIZE_CACHE.get(('rope_axial_bands', d, self.temperature, device),
+                               lambda: axial_rope_bands(d, self.temperature).to(device))
+        return axial_rope_angles(positions, bands)
+
+
+@register_pos_encoding('rope_mixed')
+class MixedRoPE(_RoPE):
+    """RoPE-Mixed (RoPE-ViT, arXiv:2403.13298): learnable 2-D frequencies per block and head,
+    angle = x * f_x + y * f_y, initialised along a random direction per head (`rope_temperature` 10 as RoPE-ViT).
+    Parameters `rope.freqs.{stage}.{block}` of shape (2, nH, d / 2) ((x, y) components; timm's `rope.freqs`
+    (2, depth, nH, d / 2) split per block). Equal to timm's `RotaryEmbeddingMixed(grid_indexing='xy')`. The
+    angles are computed from the parameters in every forward (nothing is cached across calls)."""
+
+    per_block = True
+    default_temperature = 10.0
+
+    def __init__(self, stages: Sequence[StageSpec], pe_type: str, rope_temperature: Optional[float] = None,
+                 **options: Any) -> None:
+        super().__init__(stages, pe_type, rope_temperature)
+        self.freqs = nn.ModuleList()
+        for i, s in enumerate(self.stages):
+            init = mixed_rope_init(self.head_dims(i), s.num_heads, len(s.blocks), self.temperature)
+            self.freqs.append(nn.ParameterList([nn.Parameter(f.clone()) for f in init.unbind(1)]))
+
+    def _angles(self, ctx: PEContext, block_index: int, positions: torch.Tensor) -> torch.Tensor:
+        return mixed_rope_angles(positions, self.freqs[ctx.stage][block_index])
+
+    def parameters_at(self, stage: int, block: Optional[int] = None) -> List[nn.Parameter]:
+        return [self.freqs[stage][block]] if block is not None and block >= 0 else []
+
+
+@register_pos_encoding('rope_dinov3')
+class DinoV3RoPE(_RoPE):
+    """DINOv3's RoPE (arXiv:2508.10104): positions 0.5-centred and normalised to [-1, 1] by the stage grid
+    (`rope_normalize_coords` 'separate': by H and W; 'min' / 'max'), periods temperature ** (2i / (d / 2))
+    (`rope_temperature` 100 as DINOv3), y for the first half of the pairs, x for the second, rotate_half pairs;
+    no parameters. Equal to timm's `RotaryEmbeddingDinoV3` (without its training-time coordinate augmentation).
+    Padding slots of windows continue the coordinates past +1."""
+
+    half = True
+
+    def __init__(self, stages: Sequence[StageSpec], pe_type: str, rope_temperature: Optional[float] = None,
+                 rope_normalize_coords: str = 'separate', **options: Any) -> None:
+        super().__init__(stages, pe_type, rope_temperature)
+        self.normalize_coords = check_choice(rope_normalize_coords, 'rope_normalize_coords', NORMALIZE_COORDS)
+
+    def _angles(self, ctx: PEContext, block_index: int, positions: torch.Tensor) -> torch.Tensor:
+        d, device = self.head_dims(ctx.stage), positions.device
+        periods = SIZE_CACHE.get(('rope_dinov3_periods', d, self.temperature, device),
+                                 lambda: dinov3_rope_periods(d, self.temperature).to(device))
+        return dinov3_rope_angles(normalize_positions(positions, ctx.hw_shape, self.normalize_coords), periods)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, normalize_coords={self.normalize_coords!r}'
+
+
 __all__ = [
-    'NORMALIZE_COORDS', 'apply_rope', 'axial_rope_angles', 'axial_rope_bands', 'dinov3_rope_angles',
-    'dinov3_rope_periods', 'grid_positions', 'mixed_rope_angles', 'mixed_rope_init', 'reduced_positions',
-    'rope_sin_cos', 'window_positions',
+    'NORMALIZE_COORDS', 'AxialRoPE', 'DinoV3RoPE', 'MixedRoPE', 'apply_rope', 'axial_rope_angles',
+    'axial_rope_bands', 'dinov3_rope_angles', 'dinov3_rope_periods', 'grid_positions', 'mixed_rope_angles',
+    'mixed_rope_init', 'normalize_positions', 'reduced_positions', 'rope_sin_cos', 'window_positions',
 ]
