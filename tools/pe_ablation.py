@@ -1,23 +1,29 @@
-"""One-command positional-encoding ablation on the mini ADE20K: the same backbone with PE = none / abs / abs_nointerp
-/ peg / rel_bias, trained at one resolution with the same budget and seed, tested from 0.5x to 2x that resolution.
+"""The positional-encoding resolution study: the same backbone with one PE per arm, trained from scratch at one size
+with several seeds, tested on other sizes by one of three sweeps, reported as means with 95% intervals and paired
+differences between arms (design: docs/ablation/STUDY.md).
 
-    python tools/pe_ablation.py                                   # CPVT-v2 (tiny) + semantic FPN, ~15-25 min on 2 cores
-    python tools/pe_ablation.py --out-dir docs/ablation --budget-iters 300
-    python tools/pe_ablation.py --backbone swin --pe-types none abs peg rel_bias sincos --scales 0.5x 1x 2x
-    python tools/pe_ablation.py --smoke --out-dir /tmp/abl       # minutes: 2 iterations, tiny images, for testing
+    python tools/pe_ablation.py --sweep canvas                  # CPVT-v2 + semantic FPN: only the token grid changes
+    python tools/pe_ablation.py --sweep zoom                    # the same models, test images resized (grid + scale)
+    python tools/pe_ablation.py --sweep probe                   # labels defined by absolute position
+    python tools/pe_ablation.py --sweep canvas --task det       # box detection (Faster R-CNN) on the mini COCO canvases
+    python tools/pe_ablation.py --sweep canvas --backbone swin  # SwinRPB (or vit: ViTPE)
+    python tools/pe_ablation.py --smoke --sweep canvas --out-dir /tmp/abl   # about a minute: tiny budget, for tests
 
-Every arm trains from scratch (tools/train.py's set-up: same checks, same machine fitting) on images resized to
---train-size squares, then is evaluated with whole-image inference on the validation images resized to
-factor x --train-size squares (tools/test.py's set-up, vitpe_mm.analysis.sweep). 'abs_nointerp' cannot run on
-grids larger than its table: those scales are n/a. Writes results.{md,csv,json} and plot.png to --out-dir (the
-table and the plot after every arm, so an interrupted run keeps what it has); checkpoints and logs go to --work-dir.
---reuse skips training an arm whose final checkpoint is already in --work-dir. 'abs_nointerp' trains exactly as
-'abs' (same table, used as it is on the training grid), so after an 'abs' arm it evaluates that arm's weights.
+Sweeps: 'zoom' resizes the 1x validation canvases to factor x the training size (token grid, object size in
+pixels and output resolution change together); 'canvas' tests on validation canvases drawn at factor x the training
+size with objects and textures at the training pixel scale (only the token grid changes); 'probe' is the canvas
+sweep on the position probe (each texture is one class in the top half and another in the bottom half, the two
+halves pixel-identical: a model without usable absolute position stays at or below 33.3 mIoU).
 
-What it can show: on tiny synthetic data with a short schedule and one seed, the direction of the effects (which
-PE loses accuracy away from the training resolution, which cannot run at all), not the paper's numbers.
+Arms are PE names as the backbone takes them (`pe_type`), 'a+b' for a composition (`pe_type=['a', 'b']`); an arm
+the installed backbone does not accept is listed as skipped with the backbone's reason. Every arm trains once per
+seed; zoom and canvas train on the same tree, so with the same settings the second sweep reuses the first one's
+checkpoints (in --work-dir; --retrain trains again). 'abs_nointerp' trains exactly as 'abs' (the same table, used
+as it is on the training grid) and evaluates the 'abs' weights of the same seed. Writes results.{md,csv,json},
+results_per_seed.csv and plot.png to --out-dir after every run (an interrupted study keeps what it has).
 """
 import argparse
+import csv
 import json
 import shlex
 import sys
@@ -28,52 +34,59 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SMOKE = dict(budget_iters=2, batch_size=2, train_size=64, scales=['0.5x', '1x', '2x'], train_images=4, val_images=2)
+DEFAULT_FACTORS = ('0.5x', '0.75x', '1x', '1.25x', '1.5x', '2x')
+SMOKE = dict(budget_iters=2, batch_size=2, train_size=64, scales=['0.5x', '1x', '2x'], train_images=4, val_images=2,
+             seeds=[0, 1])
 CAVEAT = (
-    'What this can and cannot show: the models are tiny, trained from scratch for a few hundred iterations on a '
-    'procedurally drawn mini ADE20K (a hundred-odd images of flat textured regions, 15 classes). Such short runs '
-    'are chaotic: another seed, or even a numerically equivalent change of a kernel, moves single cells of these '
-    'tables by several mIoU points (up to 8 between two runs with the README settings, docs/ablation/repeat), '
-    'more than the effects the CPVT paper reports (about 1 point for interpolated absolute PE at 384, about 4 for'
-    ' no PE). Read one run as a check that everything runs and as the size of the effects shared by all arms (the'
-    ' test resolution itself), and compare PE types only with several seeds (--seeds 0 1 2: means and spread) and'
-    ' larger budgets. What holds in every run: a non-interpolated table cannot run on grids larger than its '
-    'training grid (n/a), and on smaller grids cropping and resampling it give the same accuracy within the '
-    "noise. The numbers are not the paper's, which come from ImageNet-scale training.")
+    'What this can and cannot show: the models are tiny and trained from scratch for minutes on procedurally drawn '
+    'scenes. The intervals are over training seeds (data order, augmentation draws and initialisation) on one '
+    'fixed validation set: they say how far another seed would move a number, not how it would change on other '
+    'data or at ImageNet-scale training, and they are not corrected for the number of comparisons (with 9 arms '
+    'and 6 scales, a few of 48 differences will exclude 0 by chance at 95%). A difference in parentheses is not '
+    'resolved: its interval contains 0.')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from vitpe_mm.analysis.ablation import ABLATION_BACKBONES, ABLATION_PE_TYPES, DEFAULT_FACTORS
-    from vitpe_mm.layers import PE_TYPES
+    from vitpe_mm.analysis.ablation import ABLATION_BACKBONES
+    from vitpe_mm.analysis.study import DEFAULT_SEEDS, STUDY_ARMS, SWEEPS, TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sweep', choices=tuple(SWEEPS), default='canvas',
+                        help='canvas (default: only the token grid changes), zoom (test images resized) or probe')
+    parser.add_argument('--task', choices=TASKS, default='seg',
+                        help='seg (semantic FPN, mini ADE20K canvases; default) or det (box-only Mask R-CNN, i.e. '
+                        'Faster R-CNN, mini COCO canvases); the probe is seg only')
     parser.add_argument('--backbone', choices=tuple(ABLATION_BACKBONES), default='cpvt',
-                        help='backbone (its demo semantic-FPN config, shrunk): cpvt (default), swin or vit')
-    parser.add_argument('--pe-types', nargs='+', choices=PE_TYPES, default=list(ABLATION_PE_TYPES),
-                        help=f'arms of the ablation (default: {" ".join(ABLATION_PE_TYPES)})')
-    parser.add_argument('--budget-iters', type=int, default=300, help='training iterations per arm (default 300)')
+                        help='cpvt (CPVTv2, default), swin (SwinRPB) or vit (ViTPE), their demo configs shrunk')
+    parser.add_argument('--arms', '--pe-types', dest='arms', nargs='+', default=list(STUDY_ARMS),
+                        help=f'PE names, a+b for a composition (default: {" ".join(STUDY_ARMS)})')
+    parser.add_argument('--baseline', default='none',
+                        help='the arm every other arm is compared with, seed by seed (default none)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=list(DEFAULT_SEEDS),
+                        help='training seeds, the same for every arm (default 0 1 2 3 4)')
+    parser.add_argument('--level', type=float, default=0.95, help='coverage of the intervals (default 0.95)')
+    parser.add_argument('--budget-iters', type=int, default=500, help='training iterations per run (default 500)')
     parser.add_argument('--batch-size', type=int, default=8, help='training batch (default 8)')
-    parser.add_argument('--train-size', type=int, default=128, help='training resolution, square (default 128)')
-    parser.add_argument('--scales', nargs='+', default=[f'{f:g}x' for f in DEFAULT_FACTORS],
-                        help='test scales: factors of the training size (default 0.5x 0.75x 1x 1.25x 1.5x 2x) or WxH')
+    parser.add_argument('--train-size', type=int, default=128, help='training canvas side in pixels (default 128)')
+    parser.add_argument('--scales', nargs='+', default=list(DEFAULT_FACTORS),
+                        help='test scales as factors of the training size (default 0.5x 0.75x 1x 1.25x 1.5x 2x)')
     parser.add_argument('--lr', type=float, default=2e-3, help='AdamW learning rate (default 2e-3)')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
-                        help='training seed(s), the same for every arm (default 0); with several, every arm is '
-                        'trained once per seed and the tables show means and the spread over seeds')
-    parser.add_argument('--data-root', help='mini ADE20K tree (default: data/pe_ablation/mini_ade, written when '
-                        'missing; with --smoke: OUT_DIR/data/mini_ade)')
-    parser.add_argument('--train-images', type=int, default=128, help='training images of a generated tree (128)')
-    parser.add_argument('--val-images', type=int, default=48, help='validation images of a generated tree (48)')
-    parser.add_argument('--out-dir', default='work_dirs/pe_ablation',
-                        help='where results.{md,csv,json} and plot.png go (default work_dirs/pe_ablation)')
-    parser.add_argument('--work-dir', help='checkpoints and logs of the runs (default: OUT_DIR/runs)')
-    parser.add_argument('--reuse', action='store_true', help='skip training arms whose final checkpoint exists')
+    parser.add_argument('--train-images', type=int, default=256, help='training images of the tree (default 256)')
+    parser.add_argument('--val-images', type=int, default=64,
+                        help='validation images per canvas size (default 64)')
+    parser.add_argument('--data-root', help='folder of the study trees (default data/pe_study; with --smoke '
+                        'OUT_DIR/data); a tree is written there when missing or made with other settings')
+    parser.add_argument('--out-dir', help='where the tables and the plot go (default work_dirs/pe_study/'
+                        'SWEEP_TASK_BACKBONE)')
+    parser.add_argument('--work-dir', help='checkpoints and logs (default work_dirs/pe_study/runs/<tree and '
+                        'budget>: shared by the sweeps that train on the same tree)')
+    parser.add_argument('--retrain', action='store_true', help='train again even when a run\'s checkpoint exists')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
     parser.add_argument('--smoke', action='store_true',
                         help='minimal budget for testing: ' + ', '.join(f'{k}={v}' for k, v in SMOKE.items()))
     parser.add_argument('--verbose', action='store_true', help="keep mmengine's full logging")
     parser.add_argument('--report-only', action='store_true',
-                        help='no training or testing: rewrite results.md and plot.png from OUT_DIR/results.json')
+                        help='no training or testing: rewrite the tables and the plot from OUT_DIR/results.json')
     args = parser.parse_args(argv)
     if args.smoke:
         defaults = {a.dest: a.default for a in parser._actions}
@@ -83,99 +96,105 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for name in ('budget_iters', 'batch_size', 'train_size', 'train_images', 'val_images'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be positive, got {getattr(args, name)}')
-    if len(set(args.pe_types)) != len(args.pe_types) or len(set(args.seeds)) != len(args.seeds):
-        parser.error('--pe-types and --seeds take no repeats')
+    if not 0 < args.level < 1:
+        parser.error(f'--level must be in (0, 1), e.g. 0.95, got {args.level}')
+    if len(set(args.arms)) != len(args.arms) or len(set(args.seeds)) != len(args.seeds):
+        parser.error('--arms and --seeds take no repeats')
+    if args.sweep == 'probe' and args.task != 'seg':
+        parser.error('the position probe is a segmentation task (labels per pixel): leave --task out or use seg')
     args.command = 'python tools/pe_ablation.py ' + ' '.join(shlex.quote(a) for a in (argv if argv is not None
                                                                                       else sys.argv[1:]))
+    if args.out_dir is None:
+        args.out_dir = str(ROOT / 'work_dirs' / 'pe_study' / f'{args.sweep}_{args.task}_{args.backbone}')
     return args
 
 
-def ensure_data(args: argparse.Namespace) -> Path:
-    """The mini ADE20K tree to use: generated when it is a `mini_ade` folder that is missing or differs."""
-    from vitpe_mm.datasets import ensure_mini_datasets
+def ensure_tree(args: argparse.Namespace, kind: str, factors: List[float]) -> Path:
+    """The study tree of `kind` with validation canvases at `factors` (written when missing or different)."""
+    from vitpe_mm.datasets import ensure_study_tree
 
-    default = Path(args.out_dir) / 'data' / 'mini_ade' if args.smoke else ROOT / 'data' / 'pe_ablation' / 'mini_ade'
-    root = Path(args.data_root) if args.data_root else default
-    if root.name == 'mini_ade' and (args.data_root is None or not (root / 'images').is_dir()):
-        ensure_mini_datasets(str(root.parent), ade_train=args.train_images, ade_val=args.val_images, only='ade',
+    root = Path(args.data_root) if args.data_root else (Path(args.out_dir) / 'data' if args.smoke
+                                                        else ROOT / 'data' / 'pe_study')
+    return ensure_study_tree(str(root), kind, args.train_size, factors, args.train_images, args.val_images,
                              progress=lambda line: print(f'[data] {line}', flush=True))
-    if not (root / 'images' / 'validation').is_dir():
-        raise FileNotFoundError(f'{root} is no ADE20K tree (images/validation missing); leave --data-root out to '
-                                'generate the mini ADE20K')
-    return root
 
 
 def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]:
-    """results.{md,csv,json} and plot.png for the runs done so far (with several seeds: their means, the spread,
-    and results_per_seed.csv)."""
-    from vitpe_mm.analysis import SEG_COLUMNS, format_pivot, format_table, write_csv, write_json
-    from vitpe_mm.analysis.ablation import aggregate_seeds, summarize_ablation
+    """results.md / results.csv (per cell: mean, interval, paired difference) / results_per_seed.csv /
+    results.json / plot.png for the runs done so far."""
+    from vitpe_mm.analysis import ROW_FIELDS, MetricColumn, format_table
+    from vitpe_mm.analysis.plotting import plot_study
+    from vitpe_mm.analysis.stats import blind_pair_miou_bound, cell_intervals, paired_differences
+    from vitpe_mm.analysis.study import SWEEPS, cell_records, difference_table, interval_table
 
-    miou, aacc = SEG_COLUMNS[0], SEG_COLUMNS[1]
+    metric, level, baseline = meta['metric'], meta['level'], meta['baseline']
+    sweep = SWEEPS[meta['sweep']]
+    cells = cell_intervals(run_rows, metric, level)
+    arms = list(dict.fromkeys(r['arm'] for r in run_rows))
+    diffs = paired_differences(run_rows, metric, baseline, level) if baseline in arms and len(arms) > 1 else []
+    records = cell_records(cells, diffs)
     seeds = meta['seeds']
-    rows, spreads = aggregate_seeds(run_rows, SEG_COLUMNS) if len(seeds) > 1 else (run_rows, [])
-    summary = summarize_ablation(rows, 'mIoU')
-    seed_text = f'seed {seeds[0]}' if len(seeds) == 1 else f'mean of seeds {", ".join(map(str, seeds))}'
-    title = (f'PE ablation: {meta["backbone"]} + semantic FPN, mini ADE20K, trained at {meta["train_size"]}^2, '
-             f'{meta["budget_iters"]} iters x {meta["batch_size"]}, {seed_text}')
+    chance = blind_pair_miou_bound() if sweep.probe else None
+    title = (f'PE study, {meta["sweep"]} sweep: {meta["backbone"]} ({meta["task"]}), trained at '
+             f'{meta["train_size"]}^2, {meta["budget_iters"]} iters x {meta["batch_size"]}, {len(seeds)} seeds')
+    pct = int(round(100 * level))
     lines = [f'# {title}', '', f'Command: `{meta["command"]}`', '',
-             f'Every arm: the same backbone and head, trained from scratch at {meta["train_size"]}x{meta["train_size"]}'
-             f' (images resized, aspect ratio not kept) for {meta["budget_iters"]} iterations of batch '
-             f'{meta["batch_size"]} (AdamW, lr {meta["lr"]}, {seed_text}) on {meta["train_images"]} '
-             f'images; tested on {meta["val_images"]} validation images resized to factor x {meta["train_size"]} '
-             'squares, whole-image inference (the backbone sees grids factor x the training grid). mIoU over the 15 '
-             'drawn classes, in %. n/a: the model cannot run at that scale.', '',
-             '## mIoU (change from the training scale in brackets)', '', format_pivot(rows, miou), '']
-    has_baseline = len({r['label'] for r in rows}) > 1 and any(r['label'] == 'none' and r['status'] == 'ok'
-                                                                for r in rows)
-    if has_baseline:
-        lines += ['## mIoU minus the no-PE arm at the same scale', '',
-                  'The test resolution changes more than the grid the PE sees: the objects\' size in pixels and the '
-                  'output resolution change too, and every arm shares those effects. The difference from the arm '
-                  'without PE at the same scale leaves what each encoding adds (or costs) at that resolution.', '',
-                  format_pivot(rows, miou, baseline='none'), '']
-    if spreads:
-        lines += ['## Spread of mIoU over the seeds (max - min)', '', format_pivot(rows, spreads[0], with_delta=False),
-                  '']
-    lines += ['## aAcc', '', format_pivot(rows, aacc), '',
-              '## Largest drop / gain in mIoU away from the training scale', '',
-              '| PE | mIoU at 1x | worst change | best change | n/a at |', '| --- | ---: | ---: | ---: | --- |']
-    for s in summary:
-        worst = f'{s["worst"][0]:+.2f} at {s["worst"][1]:g}x' if s['worst'] else '-'
-        best = f'{s["best"][0]:+.2f} at {s["best"][1]:g}x' if s['best'] else '-'
-        at_ref = f'{s["at_reference"]:.2f}' if s['at_reference'] is not None else '-'
-        lines.append(f'| {s["label"]} | {at_ref} | {worst} | {best} | '
-                     f'{", ".join(f"{f:g}x" for f in s["na"]) or "-"} |')
+             f'Sweep: {sweep.changes}. Every arm: the same backbone and head, trained from scratch on '
+             f'{meta["train_images"]} canvases of {meta["train_size"]}x{meta["train_size"]} for '
+             f'{meta["budget_iters"]} iterations of batch {meta["batch_size"]} (AdamW, lr {meta["lr"]}), once per '
+             f'seed ({", ".join(map(str, seeds))}: data order, augmentation and initialisation), tested on '
+             f'{meta["val_images"]} validation images per scale, whole-image inference. {metric} in %.', '',
+             f'## {metric}: mean ± half-width of the {pct}% t-interval over the seeds', '',
+             interval_table(cells, metric, skipped=meta.get('skipped')), '']
+    if chance is not None:
+        lines += [f'A model that cannot tell the top half from the bottom half scores at most {chance:.1f} mIoU '
+                  '(it gives both copies of a texture the same class; with perfect texture recognition each of '
+                  'the two classes then gets 1/3 IoU at best).', '']
+    if diffs:
+        lines += [f'## {metric} minus {baseline}, paired by seed: mean [{pct}% interval]', '',
+                  'Each arm\'s difference from the baseline arm trained with the same seed, at the same scale; in '
+                  'parentheses when the interval contains 0 (not resolved).', '',
+                  difference_table(diffs, metric), '']
+    ref = [c for c in cells if c['factor'] is not None and abs(c['factor'] - 1.0) < 1e-9 and c['interval']]
+    if ref:
+        lines += ['## Seed spread at the training scale', '',
+                  '| arm | sd over seeds | max - min | values by seed |', '| --- | ---: | ---: | --- |']
+        for c in ref:
+            values = [v for v in c['values'].values() if v is not None]
+            sd = c['interval'].sd
+            lines.append(f'| {c["arm"]} | {"-" if sd is None else f"{sd:.2f}"} | {max(values) - min(values):.2f} | '
+                         + ', '.join(f'{s}: {v:.2f}' for s, v in c['values'].items() if v is not None) + ' |')
+        lines.append('')
+    if meta.get('skipped'):
+        lines += ['## Skipped arms', '', '| arm | why |', '| --- | --- |']
+        lines += [f'| {arm} | {reason} |' for arm, reason in meta['skipped'].items()]
+        lines.append('')
+    columns = [MetricColumn(c, c, 1.0, 2, optional=True) for c in meta['columns']]
     timing = meta.get('timings', {})
-    lines += ['', '## All rows', '', format_table(rows, SEG_COLUMNS + tuple(spreads)), '',
+    lines += ['## All runs', '', format_table(run_rows, columns), '',
               'Run time (s): ' + ', '.join(f'{k} train {v.get("train", 0):.0f} + eval {v.get("eval", 0):.0f}'
                                            for k, v in timing.items()) + f'; total {meta.get("seconds", 0):.0f}.',
               '', CAVEAT, '']
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / 'results.md').write_text('\n'.join(lines))
-    meta = dict(meta, summary_mIoU=summary, run_rows=run_rows if spreads else None)
-    columns = SEG_COLUMNS + tuple(spreads)
-    written = [write_csv(out_dir / 'results_per_seed.csv', run_rows, SEG_COLUMNS)] if spreads else []
-    return written + [
-            out_dir / 'results.md', write_csv(out_dir / 'results.csv', rows, columns),
-            write_json(out_dir / 'results.json', rows, columns, json.loads(json.dumps(meta, default=str))),
-            plot_ablation(rows, out_dir / 'plot.png', title, has_baseline)]
+    per_seed_fields = ['arm', 'seed'] + list(ROW_FIELDS) + [c.name for c in columns]
+    for name, fields, records_ in (('results.csv', list(records[0]) if records else ['arm', 'scale'], records),
+                                   ('results_per_seed.csv', per_seed_fields, run_rows)):
+        with (out_dir / name).open('w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
+            writer.writeheader()
+            for record in records_:
+                writer.writerow({k: '' if record.get(k) is None else record.get(k) for k in fields})
+    per_seed = out_dir / 'results_per_seed.csv'
+    payload = dict(meta=meta, cells=records, run_rows=run_rows)
+    (out_dir / 'results.json').write_text(json.dumps(payload, indent=1, default=str) + '\n')
+    plot = plot_study(cells, diffs, out_dir / 'plot.png', metric, title, chance=chance,
+                      xlabel='test scale (factor of the training size)' +
+                      (': resized 1x canvases' if sweep.resized else ': canvases drawn at that size'))
+    return [out_dir / 'results.md', out_dir / 'results.csv', per_seed, out_dir / 'results.json', plot]
 
 
-def plot_ablation(rows: List[Dict], path: Path, title: str, has_baseline: bool) -> Path:
-    """mIoU and aAcc vs test scale, and (with a 'none' arm) mIoU minus the no-PE arm at the same scale."""
-    from vitpe_mm.analysis import SEG_COLUMNS, baseline_difference, plot_metric_vs_scale
-
-    columns = [SEG_COLUMNS[0], SEG_COLUMNS[1]]
-    if has_baseline:
-        diff_rows, diff = baseline_difference(rows, SEG_COLUMNS[0], 'none')
-        by_key = {(r['label'], r['scale']): r for r in diff_rows}
-        rows = [dict(r, **{diff.name: by_key.get((r['label'], r['scale']), {}).get(diff.name)}) for r in rows]
-        columns.append(diff)
-    return plot_metric_vs_scale(rows, columns, path, title, xlabel='test scale (factor of the training size)')
-
-
-def train_arm(train_tool, config: str, work_dir: Path, overrides: Dict, label: str, verbose: bool) -> None:
+def train_run(train_tool, config: str, work_dir: Path, overrides: Dict, label: str, verbose: bool) -> None:
     from vitpe_mm.engine import build_runner
 
     train_args = train_tool.parse_args([config, '--work-dir', str(work_dir)])
@@ -189,83 +208,117 @@ def train_arm(train_tool, config: str, work_dir: Path, overrides: Dict, label: s
     build_runner(cfg).train()
 
 
+def _report_only(out_dir: Path) -> List[Dict]:
+    if not (out_dir / 'results.json').is_file():
+        print(f'pe_ablation.py: error: {out_dir / "results.json"} not found (run the study first)', file=sys.stderr)
+        sys.exit(2)
+    payload = json.loads((out_dir / 'results.json').read_text())
+    written = write_results(out_dir, payload['run_rows'], payload['meta'])
+    print('written: ' + ', '.join(str(p) for p in written))
+    return payload['run_rows']
+
+
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
     args = parse_args(argv)
+    out_dir = Path(args.out_dir)
+    if args.report_only:
+        return _report_only(out_dir)
     import torch
 
-    from vitpe_mm.analysis import SEG_COLUMNS, format_pivot, parse_scales
-    from vitpe_mm.analysis.ablation import (ABLATION_BACKBONES, ablation_overrides, aggregate_seeds, mini_ade_classes,
-                                            run_label)
+    from vitpe_mm.analysis import columns_for, parse_scales
+    from vitpe_mm.analysis.ablation import ABLATION_BACKBONES
     from vitpe_mm.analysis.progress import ProgressHook  # noqa: F401  (registers the hook)
+    from vitpe_mm.analysis.study import (SWEEPS, arm_support, canvas_config_hook, study_classes, study_data_kind,
+                                         study_metric, study_overrides)
     from vitpe_mm.analysis.sweep import evaluate_at_scales
+    from vitpe_mm.engine import load_config
     from vitpe_mm.engine.tool_modules import load_tool
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out_dir = Path(args.out_dir)
-    if args.report_only:
-        from vitpe_mm.analysis import read_json
-        if not (out_dir / 'results.json').is_file():
-            print(f'pe_ablation.py: error: {out_dir / "results.json"} not found (run the ablation first)',
-                  file=sys.stderr)
-            sys.exit(2)
-        payload = read_json(out_dir / 'results.json')
-        meta = {k: v for k, v in payload['meta'].items() if k not in ('summary_mIoU', 'run_rows')}
-        meta.setdefault('seeds', [meta.pop('seed', 0)])  # results written before --seeds
-        run_rows = payload['meta'].get('run_rows') or payload['rows']
-        written = write_results(out_dir, run_rows, meta)
-        print('written: ' + ', '.join(str(p) for p in written))
-        return run_rows
-    work_root = Path(args.work_dir) if args.work_dir else out_dir / 'runs'
+    sweep = SWEEPS[args.sweep]
+    kind = study_data_kind(args.sweep, args.task)
     try:
         specs = parse_scales(args.scales)
-        data_root = ensure_data(args)
+        if any(s.factor is None for s in specs):
+            raise ValueError('the study takes test scales as factors of the training size (0.5x 1x 2x), not WxH')
+        data_root = ensure_tree(args, kind, [s.factor for s in specs])  # zoom and canvas: one tree
     except (FileNotFoundError, ValueError) as err:
         print(f'pe_ablation.py: error: {err}', file=sys.stderr)
         sys.exit(2)
+    entry = ABLATION_BACKBONES[args.backbone]
+    config = str(ROOT / (entry.config if args.task == 'seg' else entry.det_config))
+    classes = study_classes(kind)
+    metric = study_metric(args.task)
+    budget = f'{args.train_size}px_{args.budget_iters}it_b{args.batch_size}_lr{args.lr:g}_n{args.train_images}'
+    work_root = Path(args.work_dir) if args.work_dir else (
+        out_dir / 'runs' if args.smoke else ROOT / 'work_dirs' / 'pe_study' / 'runs' /
+        f'{kind}_{args.task}_{args.backbone}_{budget}')
+
+    def overrides_for(arm: str, seed: int) -> Dict:
+        return study_overrides(args.backbone, args.task, arm, args.train_size, args.budget_iters, args.batch_size,
+                               str(data_root), classes, seed=seed, lr=args.lr)
+
+    skipped: Dict[str, str] = {}
+    for arm in args.arms:
+        try:
+            backbone_cfg = load_config(config, overrides_for(arm, args.seeds[0])).model.backbone
+            reason = arm_support(backbone_cfg.to_dict() if hasattr(backbone_cfg, 'to_dict') else backbone_cfg, arm)
+        except ValueError as err:
+            reason = f'ValueError: {err}'
+        if reason is not None:
+            skipped[arm] = reason
+            print(f'[skip] {arm}: the {args.backbone} backbone does not take it ({reason})', flush=True)
+    arms = [a for a in args.arms if a not in skipped]
+    if args.baseline not in args.arms:
+        print(f'[note] baseline {args.baseline!r} is not an arm: no paired differences', flush=True)
     train_tool, test_tool = load_tool('train'), load_tool('test')
-    config = str(ROOT / ABLATION_BACKBONES[args.backbone].config)
-    classes = mini_ade_classes()
-    meta = dict(command=args.command, backbone=args.backbone, config=ABLATION_BACKBONES[args.backbone].config,
-                pe_types=args.pe_types, budget_iters=args.budget_iters, batch_size=args.batch_size,
-                train_size=args.train_size, lr=args.lr, seeds=args.seeds, scales=[s.text for s in specs],
-                data_root=str(data_root), train_images=len(list((data_root / 'images' / 'training').glob('*.jpg'))),
-                val_images=len(list((data_root / 'images' / 'validation').glob('*.jpg'))), classes=list(classes),
-                inference='whole', keep_ratio=False, threads=torch.get_num_threads(), timings={})
+    meta = dict(command=args.command, sweep=args.sweep, task=args.task, backbone=args.backbone,
+                config=str(Path(config).relative_to(ROOT)), arms=args.arms, skipped=skipped, baseline=args.baseline,
+                seeds=args.seeds, level=args.level, metric=metric.name, budget_iters=args.budget_iters,
+                batch_size=args.batch_size, train_size=args.train_size, lr=args.lr, scales=[s.text for s in specs],
+                data_root=str(data_root), train_images=args.train_images, val_images=args.val_images,
+                classes=list(classes), columns=[c.name for c in columns_for('mmseg' if args.task == 'seg'
+                                                                            else 'mmdet')],
+                inference='whole', threads=torch.get_num_threads(), timings={})
     start = time.time()
     rows: List[Dict] = []
-    runs = [(pe_type, seed) for pe_type in args.pe_types for seed in args.seeds]
+    written: List[Path] = []
+    if not arms:
+        meta['seconds'] = 0.0
+        written = write_results(out_dir, rows, meta)
+    runs = [(arm, seed) for arm in arms for seed in args.seeds]
     trained: Dict[tuple, Path] = {}
-    for k, (pe_type, seed) in enumerate(runs, 1):
-        name = run_label(pe_type, seed, args.seeds)
+    per_scale = None if sweep.resized else canvas_config_hook(args.task)
+    for k, (arm, seed) in enumerate(runs, 1):
+        name = f'{arm}@seed{seed}'
         label = f'[{k}/{len(runs)} {name}]'
-        overrides = ablation_overrides(args.backbone, pe_type, args.train_size, args.budget_iters, args.batch_size,
-                                       str(data_root), classes, seed=seed, lr=args.lr)
-        work_dir = work_root / pe_type if len(args.seeds) == 1 else work_root / pe_type / f'seed{seed}'
+        overrides = overrides_for(arm, seed)
+        work_dir = work_root / arm / f'seed{seed}'
         checkpoint = work_dir / f'iter_{args.budget_iters}.pth'
         t0 = time.time()
-        if pe_type == 'abs_nointerp' and ('abs', seed) in trained and args.train_size % 32 == 0:
-            # on the training grid the table is used as it is, cropped or resampled: the same training as 'abs'
-            checkpoint = trained[('abs', seed)]
-            print(f'{label} trains exactly as abs (the table is only cropped instead of resampled at other grids): '
-                  f'evaluating {checkpoint}', flush=True)
-        elif args.reuse and checkpoint.is_file():
+        if arm == 'abs_nointerp' and ('abs', seed) in trained and args.train_size % 32 == 0:
+            checkpoint = trained[('abs', seed)]  # on the training grid the table is used as it is: abs's training
+            print(f'{label} trains exactly as abs: evaluating {checkpoint}', flush=True)
+        elif checkpoint.is_file() and not args.retrain:
             print(f'{label} reusing {checkpoint}', flush=True)
         else:
             print(f'{label} training {args.budget_iters} iterations at {args.train_size}x{args.train_size}', flush=True)
-            train_arm(train_tool, config, work_dir, overrides, label, args.verbose)
-        trained[(pe_type, seed)] = checkpoint
+            train_run(train_tool, config, work_dir, overrides, label, args.verbose)
+        trained[(arm, seed)] = checkpoint
         t1 = time.time()
-        test_args = test_tool.parse_args([config, str(checkpoint), '--work-dir', str(work_dir / 'eval')])
+        test_args = test_tool.parse_args([config, str(checkpoint), '--work-dir',
+                                          str(work_dir / f'eval_{args.sweep}')])
         test_args.cfg_options = overrides
         test_cfg = test_tool.setup_test_cfg(test_args)
-        rows += evaluate_at_scales({name: test_cfg}, specs, keep_ratio=False, mode='whole', verbose=args.verbose,
-                                   progress=lambda line: print(line, flush=True))
+        for row in evaluate_at_scales({name: test_cfg}, specs, keep_ratio=False,
+                                      mode='whole' if args.task == 'seg' else None, verbose=args.verbose,
+                                      progress=lambda line: print(line, flush=True), per_scale=per_scale):
+            rows.append(dict(row, arm=arm, seed=seed))
         meta['timings'][name] = dict(train=round(t1 - t0, 1), eval=round(time.time() - t1, 1))
         meta['seconds'] = round(time.time() - start, 1)
         written = write_results(out_dir, rows, meta)
-    shown = aggregate_seeds(rows, SEG_COLUMNS)[0] if len(args.seeds) > 1 else rows
-    print('\n' + format_pivot(shown, SEG_COLUMNS[0]) + '\n')
+    print('\n' + (out_dir / 'results.md').read_text().split('\n## ')[1].split('\n', 1)[1].strip() + '\n')
     print(f'done in {time.time() - start:.0f}s; written: ' + ', '.join(str(p) for p in written))
     return rows
 

@@ -22,16 +22,19 @@ __all__ = ['AblationBackbone', 'ABLATION_BACKBONES', 'ABLATION_PE_TYPES', 'DEFAU
 
 @dataclass(frozen=True)
 class AblationBackbone:
-    """A backbone for the ablation: the demo config it starts from and the name of its pre-training size
-    argument (the grid its 'abs' / 'abs_nointerp' / 'rel_bias' tables are made for)."""
+    """A backbone for the ablation: the demo configs it starts from (semantic FPN for segmentation, Mask R-CNN,
+    run box-only, for detection) and the name of its pre-training size argument (the grid its 'abs' /
+    'abs_nointerp' / 'rel_bias' tables are made for)."""
     config: str
     size_key: str
+    det_config: str = ''
 
 
 ABLATION_BACKBONES: Dict[str, AblationBackbone] = {
-    'cpvt': AblationBackbone('configs/demo/cpvt_fpn_demo.py', 'img_size'),
-    'swin': AblationBackbone('configs/demo/swin_fpn_demo.py', 'pretrain_img_size'),
-    'vit': AblationBackbone('configs/demo/vit_fpn_demo.py', 'img_size'),
+    'cpvt': AblationBackbone('configs/demo/cpvt_fpn_demo.py', 'img_size', 'configs/demo/cpvt_maskrcnn_demo.py'),
+    'swin': AblationBackbone('configs/demo/swin_fpn_demo.py', 'pretrain_img_size',
+                             'configs/demo/swin_maskrcnn_demo.py'),
+    'vit': AblationBackbone('configs/demo/vit_fpn_demo.py', 'img_size', 'configs/demo/vit_maskrcnn_demo.py'),
 }
 # The arms of the paper's comparison: no PE, learned absolute PE resampled to the test grid, the same table only
 # cropped (cannot run on grids larger than the training one), PEG, learned relative bias. 'sincos' can be added.

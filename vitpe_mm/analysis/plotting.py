@@ -8,7 +8,7 @@ import numpy as np
 
 from .results import STATUS_OK, MetricColumn
 
-__all__ = ['plot_metric_vs_scale', 'save_tiled_maps', 'save_head_maps']
+__all__ = ['plot_metric_vs_scale', 'plot_study', 'save_tiled_maps', 'save_head_maps']
 
 
 def _pyplot():
@@ -72,6 +72,71 @@ def plot_metric_vs_scale(rows: Sequence[Mapping[str, Any]], columns: Sequence[Me
         unit = ' (%)' if column.multiplier == 100.0 or column.name.split()[0] in ('mIoU', 'aAcc', 'mAcc') else ''
         ax.set_ylabel(column.name + unit)
         ax.set_title(column.name)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_study(cells: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[str, Any]], path: str, metric: str,
+               title: str = '', chance: Optional[float] = None, reference_factor: float = 1.0,
+               xlabel: str = 'test scale (factor of the training size)') -> Path:
+    """The study's figure: left, each arm's mean over the seeds vs test scale with its interval as error bars;
+    right (with `diffs`), the paired difference from the baseline arm with its interval: a filled marker when the
+    interval excludes 0 (resolved), a hollow one when it contains 0. Arms are dodged sideways a little so that
+    bars do not hide each other. `chance` draws a dashed line (e.g. the probe's position-blind bound).
+
+    Args:
+        cells: `vitpe_mm.analysis.stats.cell_intervals` output.
+        diffs: `paired_differences` output (may be empty).
+    """
+    plt = _pyplot()
+    panels = 2 if diffs else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.4), squeeze=False)
+    markers = 'osD^vP*Xh<>'
+    arms = list(dict.fromkeys(c['arm'] for c in cells))
+    colour = {arm: f'C{i % 10}' for i, arm in enumerate(arms)}
+    factors = sorted({c['factor'] for c in cells})
+    dodge = {arm: 2 ** ((i - (len(arms) - 1) / 2) * 0.025) for i, arm in enumerate(arms)}
+
+    def draw(ax, records, resolved_fill):
+        for arm in dict.fromkeys(r['arm'] for r in records):
+            mine = sorted((r for r in records if r['arm'] == arm and r['interval'] is not None),
+                          key=lambda r: r['factor'])
+            if not mine:
+                continue
+            i = arms.index(arm)
+            xs = [r['factor'] * dodge[arm] for r in mine]
+            ys = [r['interval'].mean for r in mine]
+            err = [r['interval'].half_width or 0.0 for r in mine]
+            ax.errorbar(xs, ys, yerr=err, color=colour[arm], linewidth=1.3, capsize=3, marker=None, label=arm)
+            for x, y, r in zip(xs, ys, mine):
+                filled = r.get('resolved', True) if resolved_fill else True
+                ax.plot([x], [y], marker=markers[i % len(markers)], markersize=6, color=colour[arm],
+                        markerfacecolor=colour[arm] if filled else 'white', linestyle='none')
+
+    draw(axes[0][0], cells, False)
+    axes[0][0].set_ylabel(metric)
+    axes[0][0].set_title(f'{metric}: mean and 95% interval over seeds')
+    if chance is not None:
+        axes[0][0].axhline(chance, color='0.3', linestyle='--', linewidth=0.9,
+                           label=f'position-blind bound ({chance:.1f})')
+    if diffs:
+        draw(axes[0][1], diffs, True)
+        axes[0][1].axhline(0.0, color='0.3', linewidth=0.8)
+        axes[0][1].set_ylabel(f'{metric} - {diffs[0]["baseline"]}')
+        axes[0][1].set_title(f'paired difference from {diffs[0]["baseline"]} (hollow: interval contains 0)',
+                             fontsize=9)
+    for ax in axes[0]:
+        if factors and min(factors) <= reference_factor <= max(factors):
+            ax.axvline(reference_factor, color='0.6', linestyle=':', linewidth=1)
+        ax.set_xscale('log', base=2)
+        ax.set_xticks(factors)
+        ax.set_xticklabels([f'{f:g}x' for f in factors], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     if title:

@@ -18,10 +18,9 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from mmengine.dist import is_main_process
-from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
-from .progress import ProgressHook  # noqa: F401  (registers the hook)
+from vitpe_mm.engine.hooks import CheckpointMatchHook, CheckpointMismatchError  # registers both hooks
+
 from .results import MetricColumn, columns_for, metric_row
 from .scales import ScaleSpec, TestScale, apply_test_scale, reference_scale, resolve_scales, set_inference_mode
 
@@ -34,36 +33,6 @@ _RUN_IDS = itertools.count()  # experiment names unique within the process (mmen
 
 def _safe_name(text: str) -> str:
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_') or 'run'
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint whose weights are not exactly those of the model it is loaded into."""
-
-
-@HOOKS.register_module()
-class CheckpointMatchHook(Hook):
-    """Refuses (`CheckpointMismatchError`) a checkpoint that does not hold exactly the model's weights.
-
-    mmengine loads test checkpoints non-strictly (missing weights keep their initialisation, with a warning only),
-    so a checkpoint of another model, e.g. one trained with another `pe_type`, would be evaluated half random.
-    The check runs on the checkpoint mmengine has just read (`after_load_checkpoint`, before the weights are
-    copied into the model): no second read of the file.
-    """
-
-    priority = 'VERY_HIGH'
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = getattr(runner.model, 'module', runner.model)  # DDP / MMDistributedDataParallel
-        state = checkpoint.get('state_dict', checkpoint)
-        saved = {k[len('module.'):] if k.startswith('module.') else k for k in state}
-        own = set(model.state_dict())
-        missing, unexpected = sorted(own - saved), sorted(saved - own)
-        if missing or unexpected:
-            raise CheckpointMismatchError(
-                f'{runner.cfg.get("load_from")} does not hold the weights of the config\'s model: {len(missing)} '
-                f'missing ({", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}), {len(unexpected)} '
-                f'unexpected ({", ".join(unexpected[:4])}{" ..." if len(unexpected) > 4 else ""}). Evaluate it '
-                'with the config it was trained with (e.g. another pe_type: the config saved in its work_dir).')
 
 
 def scales_for(cfg: Mapping, specs: Sequence[ScaleSpec]) -> List[TestScale]:
@@ -88,7 +57,8 @@ def evaluate_at_scales(cfgs: Mapping[str, Any], specs: Sequence[ScaleSpec], keep
                        mode: Optional[str] = None, crop_size: Optional[Sequence[int]] = None,
                        stride: Optional[Sequence[int]] = None, verbose: bool = False,
                        progress: Progress = print, build_runner: Optional[Callable] = None,
-                       progress_interval: int = 10) -> List[Dict[str, Any]]:
+                       progress_interval: int = 10,
+                       per_scale: Optional[Callable[[Any, TestScale], None]] = None) -> List[Dict[str, Any]]:
     """Evaluates every test config of `cfgs` ({label: config with load_from set}) at every scale of `specs`.
 
     Args:
@@ -102,6 +72,8 @@ def evaluate_at_scales(cfgs: Mapping[str, Any], specs: Sequence[ScaleSpec], keep
         progress: called with one line per step on the main process (None: silent).
         build_runner: runner factory (default `vitpe_mm.engine.build_runner`).
         progress_interval: batches between progress lines while testing.
+        per_scale: called with each scale's config copy and the scale after the scale is written, to change more
+            than the test resize (e.g. the study's canvas sweep points the test set at images drawn at that size).
 
     Returns:
         One row per (label, scale) in order (see `vitpe_mm.analysis.results`).
@@ -117,6 +89,8 @@ def evaluate_at_scales(cfgs: Mapping[str, Any], specs: Sequence[ScaleSpec], keep
     rows = []
     for step, (label, base_cfg, scale) in enumerate(plan, 1):
         cfg = prepare_scale_config(base_cfg, scale, keep_ratio, mode, crop_size, stride)
+        if per_scale is not None:
+            per_scale(cfg, scale)
         name = f'{_safe_name(label)}@{scale.label}'
         cfg.work_dir = f'{base_cfg.work_dir}/{_safe_name(label)}/{scale.label}'
         cfg.experiment_name = f'{name}_{next(_RUN_IDS)}'
