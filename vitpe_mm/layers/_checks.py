@@ -7,14 +7,18 @@ Size2 = Union[int, Sequence[int]]
 
 
 def to_2tuple(value: Size2, name: str) -> Tuple[int, int]:
-    """Turns an int or a pair into a pair of positive ints, or raises a ValueError naming `name`."""
+    """Turns an int, a 1-tuple (square, as mmdet/mmseg accept) or a pair into a pair of positive ints, or raises
+    a ValueError naming `name`."""
     if isinstance(value, torch.Size):
         value = tuple(value)
+    accepted = 'a positive int, a 1-tuple (square) or a pair of positive ints'
     if isinstance(value, bool) or not isinstance(value, (int, tuple, list)):
-        raise ValueError(f'{name} must be a positive int or a pair of positive ints, got {value!r}')
+        raise ValueError(f'{name} must be {accepted}, got {value!r}')
     pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) == 1:
+        pair = pair * 2
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise ValueError(f'{name} must be a positive int or a pair of positive ints, got {value!r}')
+        raise ValueError(f'{name} must be {accepted}, got {value!r}')
     if pair[0] <= 0 or pair[1] <= 0:
         raise ValueError(f'{name} must be positive, got {value!r}')
     return int(pair[0]), int(pair[1])

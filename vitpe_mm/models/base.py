@@ -2,7 +2,8 @@
 
 Handles `init_cfg=dict(type='Pretrained', checkpoint=PATH[, format=...])` through vitpe_mm.checkpoint
 (foreign formats detected from keys and converted), `frozen_stages` kept frozen in train(), and the
-names of parameters that should get no weight decay.
+names of parameters that should get no weight decay; the argument names of the OpenMMLab backbones each one
+replaces (`toolbox_args`, vitpe_mm.models.toolbox_args) and mmseg's `norm_eval`.
 """
 import functools
 import inspect
@@ -14,6 +15,10 @@ from mmengine.model import BaseModule
 
 from ..checkpoint import load_pretrained
 from ..layers import PE_TYPES, check_choice
+from .toolbox_args import ToolboxArgs
+
+# What `norm_eval` keeps in eval mode (LayerNorm2d is a LayerNorm).
+NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
 
 
 def init_linear_and_norm(m: nn.Module) -> None:
@@ -36,6 +41,10 @@ class PEBackbone(BaseModule):
     """
 
     family: str = ''
+    # The toolbox argument names the backbone also accepts (vitpe_mm.models.toolbox_args), or None.
+    toolbox_args: Optional[ToolboxArgs] = None
+    # Keep the norm layers in eval mode in train() (mmseg's `norm_eval`; subclasses that take it set it).
+    norm_eval: bool = False
     # Name fragments of parameters that take no weight decay: use with
     # paramwise_cfg=dict(custom_keys={k: dict(decay_mult=0.) for k in NO_WEIGHT_DECAY_KEYS}).
     no_weight_decay_keys: Tuple[str, ...] = ('pos_embed', 'cls_token', 'dist_token', 'pos_block',
@@ -43,7 +52,8 @@ class PEBackbone(BaseModule):
 
     def __init_subclass__(cls, **kwargs) -> None:
         # A config option the backbone does not have (`--cfg-options model.backbone.pe_typo=peg`) fails with the
-        # list of accepted options instead of Python's TypeError that names only the bad keyword.
+        # list of accepted options instead of Python's TypeError that names only the bad keyword; the toolbox
+        # argument names of `toolbox_args` (a stock mmdet/mmseg config with only `type=` changed) become ours first.
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get('__init__')
         if init is None:
@@ -52,13 +62,29 @@ class PEBackbone(BaseModule):
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return
         accepted = [name for name in params if name != 'self']
+        defaults = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+        table: Optional[ToolboxArgs] = getattr(cls, 'toolbox_args', None)
+        if table is not None:
+            missing = set(table.targets()) - set(accepted)
+            if missing:
+                raise TypeError(f'{cls.__name__}.toolbox_args sets {sorted(missing)}, which __init__ does not take')
 
         @functools.wraps(init)
         def checked_init(self, *args, **kw):
+            if len(args) > len(accepted):
+                raise TypeError(f'{cls.__name__} takes at most {len(accepted)} positional arguments')
+            for name, value in zip(accepted, args):
+                if name in kw:
+                    raise TypeError(f'{cls.__name__} got multiple values for argument {name!r}')
+                kw[name] = value
+            if table is not None:
+                kw = table.translate(cls.__name__, kw, defaults)
             unknown = sorted(set(kw) - set(accepted))
             if unknown:
-                raise ValueError(f'{cls.__name__} got unknown option(s) {unknown}; accepted: {", ".join(accepted)}')
-            init(self, *args, **kw)
+                hint = f'; {table.help()}' if table is not None else ''
+                raise ValueError(f'{cls.__name__} got unknown option(s) {unknown}; accepted: {", ".join(accepted)}'
+                                 f'{hint}')
+            init(self, **kw)
 
         cls.__init__ = checked_init
 
@@ -96,6 +122,10 @@ class PEBackbone(BaseModule):
         super().train(mode)
         if self.frozen_stages >= 0:
             self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, NORM_LAYERS):
+                    m.eval()
         return self
 
     def no_weight_decay_names(self) -> List[str]:

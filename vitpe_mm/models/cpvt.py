@@ -17,6 +17,7 @@ from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, PatchEmbed, PosC
                       check_choice, linear_drop_path_rates, to_2tuple)
 from ..layers.sr_attention import SpatialReductionAttention, reduced_size
 from .base import PEBackbone, init_linear_and_norm
+from .toolbox_args import CPVT_ARGS, with_presets
 
 # Twins-PCPVT presets (Twins Table 1 / timm `twins_pcpvt_*`): widths, heads, MLP ratios and spatial
 # reductions are shared, depths differ.
@@ -166,9 +167,19 @@ class CPVTv2(PEBackbone):
             blocks, PEGs and stage norms of the first k stages (Swin's convention: a stage's
             downsampling into the next belongs to it); k = number of stages freezes everything.
         init_cfg: dict(type='Pretrained', checkpoint=PATH[, format='timm'|'mmseg']); format detected.
+
+    mmseg `PCPVT` configs work with only `type='CPVTv2'` (vitpe_mm.models.toolbox_args): the sizes
+    (`embed_dims`, `num_heads`, `mlp_ratios`, `sr_ratios`, `patch_sizes`, `depths`; mmdet PVT's `num_layers`
+    and int `embed_dims`) are taken at the top level as well as in `arch`, `pretrained=PATH` becomes init_cfg
+    Pretrained, `strides` must equal the patch sizes. Sizes at the top level mean a config written for
+    mmseg: what it leaves out takes PCPVT's defaults where ours differ (its sizes, qkv_bias=False,
+    norm_cfg=dict(type='LN'), norm_after_stage=False), and norm_cfg must then be LN with eps 1e-5 (PCPVT puts
+    norm_cfg on the patch embeddings, CPVTv2 on the blocks: only then do both mean the same).
     """
 
     family = 'cpvt'
+    # mmseg PCPVT's (and mmdet PVTv2's) argument names: vitpe_mm.models.toolbox_args
+    toolbox_args = with_presets(CPVT_ARGS, ARCH_SETTINGS)
 
     def __init__(
         self,

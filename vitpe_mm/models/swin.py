@@ -18,6 +18,7 @@ from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, MultiheadSelfAtt
 from ..layers.window import (tokens_from_windows, window_partition, window_reverse, window_rows,
                              windows_from_qkv)
 from .base import PEBackbone, init_linear_and_norm
+from .toolbox_args import SWIN_ARGS, with_presets
 from ..layers._compat import is_compiling
 
 Size2 = Union[int, Sequence[int]]
@@ -258,7 +259,8 @@ class SwinRPB(PEBackbone):
         window_size: attention window (int or (Mh, Mw)); checkpoints trained with another (square) window
             load with their bias tables resampled.
         mlp_ratio: MLP hidden width / embed dims.
-        out_indices: stages to return (0-3); stages after the last one are not built.
+        out_indices: stages to return (0-3, negative counts from the end), returned in stage order; a stage
+            given twice is an error. Stages after the last one are not built.
         qkv_bias: bias on the qkv projection.
         qk_scale: override of head_dims ** -0.5.
         patch_norm: LayerNorm after the patch embedding and inside patch merging.
@@ -271,9 +273,18 @@ class SwinRPB(PEBackbone):
         frozen_stages: -1 trains everything; 0 freezes the patch embedding (and absolute PE); i > 0 also
             freezes stages 0..i-1 (with their patch merging and output norms).
         init_cfg: dict(type='Pretrained', checkpoint=PATH[, format='auto'|'official'|'timm'|'mmdet'|...]).
+
+    mmdet / mmseg `SwinTransformer` configs work with only `type='SwinRPB'` (vitpe_mm.models.toolbox_args):
+    `embed_dims`, `depths`, `num_heads` are taken at the top level as well as in `arch`, `pretrained=PATH`
+    becomes init_cfg Pretrained, `convert_weights` is accepted (checkpoint formats are detected), and
+    `strides`, `use_abs_pos_embed`, `act_cfg`, `norm_cfg` are accepted with the values we honour
+    ((patch_size, 2, 2, 2), False, GELU, LN). Sizes at the top level mean a config written for the toolboxes:
+    `clamp_window` then defaults to False (their padding rule).
     """
 
     family = 'swin'
+    # mmdet / mmseg SwinTransformer's argument names (sizes, strides, pretrained=, ...): models/toolbox_args.py
+    toolbox_args = with_presets(SWIN_ARGS, ARCH_SETTINGS)
 
     def __init__(
         self,
@@ -301,6 +312,7 @@ class SwinRPB(PEBackbone):
         embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
         num_stages = len(depths)
         self.window_size = to_2tuple(window_size, 'window_size')
+        self.pretrain_img_size = to_2tuple(pretrain_img_size, 'pretrain_img_size')
         self.patch_size = to_2tuple(patch_size, 'patch_size')
         self.out_indices = self._parse_out_indices(out_indices, num_stages)
         if not -1 <= frozen_stages <= num_stages:
@@ -318,7 +330,7 @@ class SwinRPB(PEBackbone):
                                       norm_layer=nn.LayerNorm if patch_norm else None)
         self.absolute_pos_embed = None
         if pe_type in ('abs', 'abs_nointerp'):
-            img = to_2tuple(pretrain_img_size, 'pretrain_img_size')
+            img = self.pretrain_img_size
             grid = (img[0] // self.patch_size[0], img[1] // self.patch_size[1])
             self.absolute_pos_embed = AbsolutePositionEmbedding(grid, embed_dims, num_prefix_tokens=0,
                                                                 interpolate=pe_type == 'abs')
@@ -364,10 +376,16 @@ class SwinRPB(PEBackbone):
 
     @staticmethod
     def _parse_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
+        """Sorted stage indices (negative counts from the end, as CPVTv2); repeats are refused."""
         indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
-        if not indices or any(not isinstance(i, int) or not 0 <= i < num_stages for i in indices):
-            raise ValueError(f'out_indices must be stage indices in [0, {num_stages - 1}], got {out_indices!r}')
-        return indices
+        if not indices or any(isinstance(i, bool) or not isinstance(i, int) or not -num_stages <= i < num_stages
+                              for i in indices):
+            raise ValueError(f'out_indices must be stage indices in [{-num_stages}, {num_stages - 1}], '
+                             f'got {out_indices!r}')
+        normalised = [i % num_stages for i in indices]
+        if len(set(normalised)) != len(normalised):
+            raise ValueError(f'out_indices {out_indices!r} name a stage twice; give each stage once')
+        return tuple(sorted(normalised))
 
     def _add_absolute_pe(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         if self.pe_type == 'sincos':

@@ -21,6 +21,7 @@ from ..layers import (AbsolutePositionEmbedding, DerivedTensorCache, DropPath, L
                       window_reverse)
 from ..layers._checks import Size2
 from .base import PEBackbone
+from .toolbox_args import VIT_ARGS, with_presets
 
 OUT_TYPES = ('featmap', 'sfp')
 # Pyramid levels of out_type='sfp': (name, scale relative to the patch grid); strides 4, 8, 16, 32 for patch 16.
@@ -138,9 +139,17 @@ class ViTPE(PEBackbone):
     `with_cls_token=False`; checkpoints with a cls token then load without it (the cls token and its PE row
     are dropped, as ViTDet does).
 
+    mmseg `VisionTransformer` configs work with only `type='ViTPE'` (vitpe_mm.models.toolbox_args): its sizes
+    (`embed_dims`, `num_layers`, `num_heads`, `mlp_ratio`) are taken at the top level as well as in `arch`, and
+    `pretrained=PATH` becomes init_cfg Pretrained; `act_cfg`, `patch_pad`, `patch_norm`, `pre_norm`, `num_fcs`,
+    `frozen_exclude` are accepted with the values we honour (GELU, 'corner', False, False, 2, ['all']). Sizes at
+    the top level mean a config written for mmseg: what it leaves out takes mmseg's defaults where ours differ
+    (ViT-B sizes, final_norm=False, patch_bias=False, antialias=False, norm_cfg=dict(type='LN')).
+
     Args:
         arch: preset name ('deit-ti', 'deit-s', 'deit-b', 'vit-b') or a dict with `embed_dims`, `num_layers`,
-            `num_heads` and optionally `mlp_ratio` (default 4).
+            `num_heads` and optionally `mlp_ratio` (default 4); the same four may be given as top-level
+            arguments (mmseg), see above.
         img_size: pre-training image size; decides the grid of the absolute PE table and of the global
             relative-bias tables (ceil(img_size / patch_size)).
         patch_size: patch size and stride of the patch embedding.
@@ -160,6 +169,11 @@ class ViTPE(PEBackbone):
         out_indices: block indices ('featmap', negative counts from the end) or pyramid levels 0..3 ('sfp');
             None picks the default of the out_type.
         final_norm: apply the final LayerNorm `norm` to the last block's tokens.
+        out_origin: also return, first, the map of the embedded input (after the PE, before the blocks), as mmseg.
+        output_cls_token: every output is [map, B x C cls token] instead of the map (mmseg; needs the cls token).
+        patch_bias: bias on the patch-embedding convolution (timm has one, mmseg's default has none).
+        norm_eval: keep the LayerNorms in eval mode in train() (mmseg's option; LayerNorm has no running
+            statistics, so it only matters to code that checks `training`).
         drop_rate: dropout after the PE, after attention projections and in the MLPs.
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, increasing linearly from 0 to this over the blocks.
@@ -179,6 +193,8 @@ class ViTPE(PEBackbone):
         'vit-b': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
     }
     arch_keys = ('embed_dims', 'num_layers', 'num_heads', 'mlp_ratio')
+    # mmseg VisionTransformer's argument names (sizes, pretrained=, act_cfg, ...): vitpe_mm.models.toolbox_args
+    toolbox_args = with_presets(VIT_ARGS, arch_zoo)
 
     def __init__(
         self,
@@ -197,6 +213,10 @@ class ViTPE(PEBackbone):
         out_type: str = 'featmap',
         out_indices: Optional[Union[int, Sequence[int]]] = None,
         final_norm: bool = True,
+        out_origin: bool = False,
+        output_cls_token: bool = False,
+        patch_bias: bool = True,
+        norm_eval: bool = False,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -235,6 +255,13 @@ class ViTPE(PEBackbone):
         self.with_dist_token = with_dist_token
         self.num_prefix_tokens = int(with_cls_token) + int(with_dist_token)
         self.final_norm = final_norm
+        if (out_origin or output_cls_token) and out_type != 'featmap':
+            raise ValueError("out_origin and output_cls_token work with out_type='featmap' only")
+        if output_cls_token and not with_cls_token:
+            raise ValueError('output_cls_token=True needs with_cls_token=True (as mmseg)')
+        self.out_origin = bool(out_origin)
+        self.output_cls_token = bool(output_cls_token)
+        self.norm_eval = bool(norm_eval)
         self.with_cp = with_cp
         self.window_size = to_2tuple(window_size, 'window_size') if window_size else None
         self.global_attn_indexes = self._parse_global_attn_indexes(global_attn_indexes)
@@ -243,7 +270,7 @@ class ViTPE(PEBackbone):
                              'with_cls_token=False (a checkpoint cls token and its PE row are dropped on load)')
         self.out_indices = self._parse_out_indices(out_indices)
 
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, bias=patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_cls_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_dist_token else None
         if pe_type in ('abs', 'abs_nointerp'):
@@ -275,7 +302,7 @@ class ViTPE(PEBackbone):
             self.out_channels = tuple((embed_dims // 4, embed_dims // 2, embed_dims, embed_dims)[i]
                                       for i in self.out_indices)
         else:
-            self.out_channels = (embed_dims,) * len(self.out_indices)
+            self.out_channels = (embed_dims,) * (len(self.out_indices) + int(self.out_origin))
         self._init_vit_weights()
 
     # ----------------------------------------------------------------------------------------- config parsing
@@ -292,7 +319,7 @@ class ViTPE(PEBackbone):
         if unknown or not required <= set(arch):
             raise ValueError(f'arch dict {arch} must have keys {sorted(required)} and may have mlp_ratio; '
                              f'unknown: {sorted(unknown)}, missing: {sorted(required - set(arch))}')
-        parsed = dict(mlp_ratio=4.0, **arch)
+        parsed = {'mlp_ratio': 4.0, **arch}
         for key in ('embed_dims', 'num_layers', 'num_heads'):
             if isinstance(parsed[key], bool) or not isinstance(parsed[key], int) or parsed[key] <= 0:
                 raise ValueError(f'arch[{key!r}] must be a positive int, got {parsed[key]!r}')
@@ -382,6 +409,11 @@ class ViTPE(PEBackbone):
         # B, p + H*W, C -> B, C, H, W
         return x[:, self.num_prefix_tokens:].reshape(b, hw_shape[0], hw_shape[1], c).permute(0, 3, 1, 2)
 
+    def _featmap_output(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> Union[torch.Tensor, list]:
+        """One 'featmap' output: the B, C, H, W map, or [map, B, C cls token] with output_cls_token (mmseg)."""
+        out = self._to_map(x, hw_shape).contiguous()
+        return [out, x[:, 0]] if self.output_cls_token else out
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: (B, in_channels, H, W). Returns the maps of `out_indices` (see the class docstring)."""
         img_hw = x.shape[-2:]
@@ -395,7 +427,7 @@ class ViTPE(PEBackbone):
             x = x + self.pos_embed(hw_shape)
         x = self.pos_drop(x)
 
-        outs = []
+        outs = [self._featmap_output(x, hw_shape)] if self.out_origin else []  # the embedded input (mmseg)
         # 'featmap' stops after the last block it returns (later blocks would be computed for nothing)
         depth = self.out_indices[-1] + 1 if self.out_type == 'featmap' else self.num_layers
         for i, block in enumerate(self.blocks[:depth]):
@@ -408,7 +440,7 @@ class ViTPE(PEBackbone):
             if i == self.num_layers - 1 and self.norm is not None:
                 x = self.norm(x)
             if self.out_type == 'featmap' and i in self.out_indices:
-                outs.append(self._to_map(x, hw_shape).contiguous())
+                outs.append(self._featmap_output(x, hw_shape))
         if self.out_type == 'featmap':
             return tuple(outs)
 
