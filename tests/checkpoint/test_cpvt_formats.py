@@ -175,8 +175,8 @@ def test_abs_pos_embed_from_another_grid_is_resampled(tmp_path):
     model = CPVTv2(arch=TINY, pe_type='abs', img_size=320)
     load_pretrained(model, _write(tmp_path, src.state_dict()), 'cpvt')
     for i, grid in enumerate((80, 40, 20, 10)):
-        expected = resample_abs_pos_embed(src.pos_embeds[i].pos_embed.detach(), (grid, grid), num_prefix_tokens=0)
-        torch.testing.assert_close(model.pos_embeds[i].pos_embed.detach(), expected)
+        expected = resample_abs_pos_embed(src.pos_embed[i].pos_embed.detach(), (grid, grid), num_prefix_tokens=0)
+        torch.testing.assert_close(model.pos_embed[i].pos_embed.detach(), expected)
 
 
 def test_rel_bias_table_from_another_grid_is_resampled(tmp_path):
@@ -184,9 +184,9 @@ def test_rel_bias_table_from_another_grid_is_resampled(tmp_path):
     src = _perturb(CPVTv2(arch=TINY, pe_type='rel_bias', img_size=224))  # key grids 7x7
     model = CPVTv2(arch=TINY, pe_type='rel_bias', img_size=320)  # key grids 10x10
     load_pretrained(model, _write(tmp_path, src.state_dict()), 'cpvt')
-    table = model.blocks[1][1].attn.rel_pos_bias.relative_position_bias_table
+    table = model.rel_pos_bias[1][1].relative_position_bias_table
     assert table.shape == (19 * 19, 2)
-    expected = resize_rel_pos_bias_table(src.blocks[1][1].attn.rel_pos_bias.relative_position_bias_table.detach(),
+    expected = resize_rel_pos_bias_table(src.rel_pos_bias[1][1].relative_position_bias_table.detach(),
                                          (10, 10))
     torch.testing.assert_close(table.detach(), expected)
 

@@ -125,7 +125,7 @@ def test_official_detection_release_with_output_norms(timm_state, tmp_path):
     model = _load({'state_dict': detector, 'meta': {}}, tmp_path)
     for i in range(4):
         torch.testing.assert_close(getattr(model, f'norm{i}').weight, backbone[f'norm{i}.weight'])
-    torch.testing.assert_close(model.layers[1].blocks[1].attn.relative_position_bias.relative_position_bias_table,
+    torch.testing.assert_close(model.rel_pos_bias[1][1].relative_position_bias_table,
                                backbone['layers.1.blocks.1.attn.relative_position_bias_table'])
 
 
@@ -148,18 +148,18 @@ def test_checkpoint_from_another_window_is_resampled(timm_state, tmp_path):
     state, _ = timm_state
     model = _load(_official_from_timm(state), tmp_path, window_size=12)
     key = 'layers.2.blocks.0.attn.relative_position_bias_table'
-    table = model.layers[2].blocks[0].attn.relative_position_bias.relative_position_bias_table
+    table = model.rel_pos_bias[2][0].relative_position_bias_table
     assert table.shape == (23 * 23, 2)
     torch.testing.assert_close(table, resize_rel_pos_bias_table(state[key], 12))
 
 
 def test_absolute_pe_from_another_grid_is_resampled(tmp_path):
     state = _model(pe_type='abs').state_dict()  # pretrain 224: 56 x 56 table
-    official = {('absolute_pos_embed' if k == 'absolute_pos_embed.pos_embed' else k): v for k, v in state.items()}
+    official = {('absolute_pos_embed' if k == 'pos_embed.0.pos_embed' else k): v for k, v in state.items()}
     assert 'absolute_pos_embed' in official
     model = _load(official, tmp_path, pe_type='abs', pretrain_img_size=384)
-    assert model.absolute_pos_embed.pos_embed.shape == (1, 96 * 96, 16)
-    torch.testing.assert_close(model.absolute_pos_embed.pos_embed,
+    assert model.pos_embed[0].pos_embed.shape == (1, 96 * 96, 16)
+    torch.testing.assert_close(model.pos_embed[0].pos_embed,
                                resample_abs_pos_embed(official['absolute_pos_embed'], (96, 96), num_prefix_tokens=0))
 
 
@@ -250,6 +250,6 @@ def test_bias_table_that_cannot_be_resampled_names_key_and_file(timm_state, tmp_
     state, _ = timm_state
     key = 'layers.0.blocks.1.attn.relative_position_bias_table'
     state = dict(state, **{key: torch.zeros(rows, heads)})
-    ours = re.escape(key.replace('.attn.', '.attn.relative_position_bias.'))
+    ours = re.escape('rel_pos_bias.0.1.relative_position_bias_table')
     with pytest.raises(CheckpointError, match=rf'(?s)odd_table\.pth.*{ours}.*{why}'):
         _load(state, tmp_path, 'odd_table.pth')

@@ -73,7 +73,7 @@ def test_distilled_deit_drops_dist_token_with_a_note(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger='vitpe_mm'):
         ours = _load(path, img_size=64)
     assert 'dist_token' in caplog.text
-    table = ours.pos_embed.pos_embed
+    table = ours.pos_embed[0].pos_embed
     assert torch.equal(table[:, :1], state['pos_embed'][:, :1])  # cls row kept
     assert torch.equal(table[:, 1:], state['pos_embed'][:, 2:])  # dist row dropped
     # the same as a plain DeiT holding the distilled weights without the dist token
@@ -93,17 +93,17 @@ def test_distilled_deit_keeps_dist_token_when_the_model_has_one(tmp_path):
     torch.save({'model': state}, tmp_path / 'deit_distilled.pth')
     ours = _load(tmp_path / 'deit_distilled.pth', img_size=64, with_dist_token=True)
     assert torch.equal(ours.dist_token, state['dist_token'])
-    assert torch.equal(ours.pos_embed.pos_embed, state['pos_embed'])
+    assert torch.equal(ours.pos_embed[0].pos_embed, state['pos_embed'])
     x = torch.randn(2, 3, 48, 80)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], _timm_features(ref, x, num_prefix=2), atol=1e-5, rtol=0)
 
     ours96 = _load(tmp_path / 'deit_distilled.pth', img_size=96, with_dist_token=True)  # 4x4 table -> 6x6 grid
-    table = ours96.pos_embed.pos_embed
+    table = ours96.pos_embed[0].pos_embed
     assert table.shape == (1, 2 + 36, 32) and torch.equal(table[:, :2], state['pos_embed'][:, :2])
     torch.save(ours96.state_dict(), tmp_path / 'ours96.pth')  # our own checkpoint with two prefix rows
     again = _load(tmp_path / 'ours96.pth', img_size=96, with_dist_token=True)
-    assert torch.equal(again.pos_embed.pos_embed, table) and torch.equal(again.dist_token, ours96.dist_token)
+    assert torch.equal(again.pos_embed[0].pos_embed, table) and torch.equal(again.dist_token, ours96.dist_token)
 
 
 def test_plain_deit_into_a_model_with_dist_token(tmp_path, caplog):
@@ -115,7 +115,7 @@ def test_plain_deit_into_a_model_with_dist_token(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger='vitpe_mm'):
         ours = _load(tmp_path / 'deit.pth', img_size=64, with_dist_token=True)
     assert 'dist_token' in caplog.text and 'zero row' in caplog.text
-    table = ours.pos_embed.pos_embed
+    table = ours.pos_embed[0].pos_embed
     assert torch.equal(table[:, :1], state['pos_embed'][:, :1]) and not table[:, 1].any()
     assert torch.equal(table[:, 2:], state['pos_embed'][:, 1:])
 
@@ -125,7 +125,7 @@ def test_pos_embed_from_another_grid_matches_timm_filter(tmp_path):
     ref96 = _timm(img_size=96)
     torch.save(ref96.state_dict(), tmp_path / 'timm96.pth')
     ours = _load(tmp_path / 'timm96.pth', img_size=64)
-    assert ours.pos_embed.pos_embed.shape == (1, 17, 32)
+    assert ours.pos_embed[0].pos_embed.shape == (1, 17, 32)
     ref64 = VisionTransformer(**dict(TIMM_TINY, img_size=64)).eval()
     ref64.load_state_dict(checkpoint_filter_fn(ref96.state_dict(), ref64))
     x = torch.randn(1, 3, 64, 80)
@@ -139,7 +139,7 @@ def test_no_embed_class_table_gets_a_zero_cls_row(tmp_path):
     assert ref.state_dict()['pos_embed'].shape == (1, 16, 32)
     torch.save(ref.state_dict(), tmp_path / 'noembed.pth')
     ours = _load(tmp_path / 'noembed.pth', img_size=64)
-    assert ours.pos_embed.pos_embed[:, 0].abs().sum() == 0
+    assert ours.pos_embed[0].pos_embed[:, 0].abs().sum() == 0
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], _timm_features(ref, x), atol=1e-5, rtol=0)
@@ -152,7 +152,7 @@ def test_cls_token_and_its_row_dropped_for_vitdet_models(tmp_path, caplog):
         ours = _load(tmp_path / 'timm.pth', img_size=64, with_cls_token=False, window_size=2,
                      global_attn_indexes=(1,), out_type='sfp')
     assert 'cls_token dropped' in caplog.text
-    assert torch.equal(ours.pos_embed.pos_embed, ref.pos_embed[:, 1:])
+    assert torch.equal(ours.pos_embed[0].pos_embed, ref.pos_embed[:, 1:])
     assert torch.equal(ours.blocks[1].attn.qkv.weight, ref.blocks[1].attn.qkv.weight)
 
 
@@ -189,9 +189,9 @@ def test_own_checkpoint_round_trip_with_rel_bias_tables_for_another_window(tmp_p
     wider = ViTPE(ARCH, pe_type='rel_bias', with_cls_token=False, window_size=5, global_attn_indexes=(1,),
                   out_type='sfp', init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'own.pth')))
     wider.init_weights()
-    assert wider.blocks[0].rel_pos_bias.relative_position_bias_table.shape == (81, 2)
-    assert torch.equal(wider.blocks[1].rel_pos_bias.relative_position_bias_table,
-                       src.blocks[1].rel_pos_bias.relative_position_bias_table)
+    assert wider.rel_pos_bias[0][0].relative_position_bias_table.shape == (81, 2)
+    assert torch.equal(wider.rel_pos_bias[0][1].relative_position_bias_table,
+                       src.rel_pos_bias[0][1].relative_position_bias_table)
 
 
 def test_mmseg_checkpoint_keys_and_zero_patch_bias():
@@ -250,6 +250,6 @@ def test_converted_deit_checkpoint_loads_into_a_vitdet_model(tmp_path):
     torch.save(src.state_dict(), tmp_path / 'vitpe.pth')
     ours = _load(tmp_path / 'vitpe.pth', img_size=96, with_cls_token=False, window_size=2, global_attn_indexes=(1,),
                  out_type='sfp')
-    expected = resample_abs_pos_embed(src.pos_embed.pos_embed[:, 1:], (6, 6), (4, 4), 0)
-    torch.testing.assert_close(ours.pos_embed.pos_embed, expected)
+    expected = resample_abs_pos_embed(src.pos_embed[0].pos_embed[:, 1:], (6, 6), (4, 4), 0)
+    torch.testing.assert_close(ours.pos_embed[0].pos_embed, expected)
     assert torch.equal(ours.blocks[0].attn.proj.weight, src.blocks[0].attn.proj.weight)

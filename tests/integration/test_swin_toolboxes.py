@@ -58,9 +58,9 @@ model = dict(backbone=dict(_delete_=True, **{backbone!r}), neck=dict(in_channels
     total.backward()
     assert model.backbone.layers[0].blocks[1].attn.qkv.weight.grad is not None
     if pe_type == 'rel_bias':
-        assert model.backbone.layers[0].blocks[1].attn.relative_position_bias.relative_position_bias_table.grad is not None
+        assert model.backbone.rel_pos_bias[0][1].relative_position_bias_table.grad is not None
     else:
-        assert model.backbone.layers[0].pos_block.proj[0].weight.grad is not None
+        assert model.backbone.pos_block[0].proj[0].weight.grad is not None
 
 
 def test_upernet_with_swin(tmp_path):

@@ -15,9 +15,10 @@ of stage i, `patch_embed.proj`), so the key maps are short:
 Our own keys ('vitpe_mm') load without conversion (vitpe_mm.checkpoint.loader); a checkpoint of ours with
 keys the model lacks is read by the 'official' map, which leaves our keys as they are.
 
-Everywhere: the relative-bias table moves into `attn.relative_position_bias.` (resampled on load by the
-module for another window), an absolute PE `absolute_pos_embed` into `absolute_pos_embed.pos_embed`
-(resampled for another grid), the classifier's final `norm` becomes the last stage's output norm
+Everywhere: the relative-bias table of block j of stage i moves to `rel_pos_bias.{i}.{j}.` (resampled on load
+by the module for another window), an absolute PE `absolute_pos_embed` to `pos_embed.0.pos_embed` (resampled for
+another grid; layers/pos_encoding.py names every PE the same on all backbones; vitpe_mm's names from before that,
+`attn.relative_position_bias.`, `absolute_pos_embed.pos_embed`, `layers.{i}.pos_block.`, are renamed too), the classifier's final `norm` becomes the last stage's output norm
 `norm{last}` (it normalises exactly that stage's output), and classification heads, derived buffers
 and the weights of stages the model does not build (after its last out index) are dropped.
 """
@@ -62,7 +63,7 @@ def _drop_unbuilt_stages(state: StateDict, model: nn.Module) -> StateDict:
     num_built = len(model.layers)
 
     def built(key: str) -> bool:
-        m = re.match(r'layers\.(\d+)\.', key)
+        m = re.match(r'(?:layers|rel_pos_bias|pos_block)\.(\d+)\.', key)
         if m is None:
             return True
         i = int(m.group(1))
@@ -83,10 +84,13 @@ def _convert_official(state: StateDict, model: nn.Module) -> StateDict:
     for k, v in state.items():
         if _DROPPED.search(k):
             continue
-        if k.endswith('.attn.relative_position_bias_table'):
-            k = k.replace('.attn.relative_position_bias_table', '.attn.relative_position_bias.relative_position_bias_table')
-        elif k == 'absolute_pos_embed':
-            k = 'absolute_pos_embed.pos_embed'
+        m = re.fullmatch(r'layers\.(\d+)\.blocks\.(\d+)\.attn\.(?:relative_position_bias\.)?relative_position_bias_table', k)
+        if m:
+            k = f'rel_pos_bias.{m[1]}.{m[2]}.relative_position_bias_table'
+        elif k in ('absolute_pos_embed', 'absolute_pos_embed.pos_embed'):
+            k = 'pos_embed.0.pos_embed'
+        elif re.match(r'layers\.\d+\.pos_block\.', k):
+            k = re.sub(r'^layers\.(\d+)\.pos_block\.', r'pos_block.\1.', k)
         elif k in ('norm.weight', 'norm.bias'):
             k = _final_norm_key(k, model)
             if k is None:

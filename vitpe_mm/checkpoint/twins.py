@@ -35,9 +35,9 @@ _SUFFIX = r'(weight|bias)'
 _TIMM_KEYS = [re.compile(p) for p in (
     rf'patch_embeds\.\d+\.(proj|norm)\.{_SUFFIX}',
     rf'blocks\.\d+\.\d+\.(norm1|norm2|attn\.(q|kv|sr|norm|proj)|mlp\.(fc1|fc2))\.{_SUFFIX}',
-    r'blocks\.\d+\.\d+\.attn\.rel_pos_bias\.relative_position_bias_table',
+    r'rel_pos_bias\.\d+\.\d+\.relative_position_bias_table',
     rf'pos_block\.\d+\.(\d+\.)?proj\.0\.{_SUFFIX}',
-    r'pos_embeds\.\d+\.pos_embed',
+    r'pos_embed\.\d+\.pos_embed',
     rf'(norm|norm_list\.\d+)\.{_SUFFIX}',
 )]
 
@@ -55,6 +55,14 @@ _MMSEG_MAP: List[Tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in (
     (rf'norm\.{_SUFFIX}', r'norm.\1'),
 )]
 _MMSEG_IN_PROJ = re.compile(r'layers\.(\d+)\.(\d+)\.attn\.attn\.in_proj_(weight|bias)')
+
+
+# vitpe_mm's names before one PE interface (layers/pos_encoding.py) -> today's
+_LEGACY_MAP: List[Tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in (
+    (r'pos_embeds\.(\d+)\.pos_embed', r'pos_embed.\1.pos_embed'),
+    (r'blocks\.(\d+)\.(\d+)\.attn\.rel_pos_bias\.relative_position_bias_table',
+     r'rel_pos_bias.\1.\2.relative_position_bias_table'),
+)]
 
 
 def _is_head(key: str) -> bool:
@@ -104,7 +112,8 @@ def detect_timm(state: Mapping[str, torch.Tensor]) -> bool:
 
 
 def convert_timm(state: StateDict, model: nn.Module) -> StateDict:
-    out = {k: v for k, v in state.items() if not _is_head(k)}  # classifier: not part of a backbone
+    # classifier: not part of a backbone; our names of before the PE interface renamed
+    out = {_map_key(k, _LEGACY_MAP) or k: v for k, v in state.items() if not _is_head(k)}
     _check_layout(state, 'timm', detect_timm, [k for k in out if not any(p.fullmatch(k) for p in _TIMM_KEYS)])
     return _fit_to_model(out, model)
 

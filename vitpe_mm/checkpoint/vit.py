@@ -29,10 +29,15 @@ logger = logging.getLogger('vitpe_mm')
 
 HEAD_PREFIXES = ('head.', 'head_dist.', 'fc_norm.', 'pre_logits.')
 PREFIX_TOKENS = ('cls_token', 'dist_token')  # their order in the token sequence and in the PE table
+POS_EMBED = 'pos_embed.0.pos_embed'  # the model's absolute table (layers/pos_encoding.py)
 
 # (pattern, replacement) applied in order with re.sub, first match wins; keys are anchored.
 TIMM_KEY_MAP: Tuple[Tuple[str, str], ...] = (
-    (r'^pos_embed$', 'pos_embed.pos_embed'),
+    (r'^pos_embed$', 'pos_embed.0.pos_embed'),
+    # vitpe_mm's own names from before one PE interface (layers/pos_encoding.py); CPVT's ViT PEG `pos_block.proj`
+    (r'^pos_embed\.pos_embed$', 'pos_embed.0.pos_embed'),
+    (r'^pos_block\.proj\.', 'pos_block.0.proj.'),
+    (r'^blocks\.(\d+)\.rel_pos_bias\.', r'rel_pos_bias.0.\1.'),
 )
 MMSEG_KEY_MAP: Tuple[Tuple[str, str], ...] = (
     (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
@@ -43,7 +48,7 @@ MMSEG_KEY_MAP: Tuple[Tuple[str, str], ...] = (
     (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.', r'blocks.\1.mlp.fc1.'),
     (r'^layers\.(\d+)\.ffn\.layers\.1\.', r'blocks.\1.mlp.fc2.'),
     (r'^ln1\.', 'norm.'),
-    (r'^pos_embed$', 'pos_embed.pos_embed'),
+    (r'^pos_embed$', 'pos_embed.0.pos_embed'),
 )
 
 
@@ -63,7 +68,7 @@ def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> 
     """Drops heads and fits prefix tokens / PE rows / patch bias / final norm to `model`.
 
     Args:
-        state: checkpoint in our key names; `pos_embed.pos_embed` holds `num_prefix_in_pe` leading rows
+        state: checkpoint in our key names; `pos_embed.0.pos_embed` holds `num_prefix_in_pe` leading rows
             (cls, then dist: those of the checkpoint's prefix tokens), the rest is the grid.
     """
     own = model.state_dict()
@@ -74,7 +79,7 @@ def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> 
     if heads:
         logger.info('dropped classification head keys: %s', ', '.join(heads))
 
-    table = state.pop('pos_embed.pos_embed', None)
+    table = state.pop(POS_EMBED, None)
     # the prefix tokens in table order (cls, then dist), of the checkpoint and of the model
     ckpt_tokens = [name for name in PREFIX_TOKENS if name in state]
     model_tokens = [name for name in PREFIX_TOKENS if name in own]
@@ -88,7 +93,7 @@ def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> 
         else:
             notes.append('cls_token dropped: the model has no cls token (with_cls_token=False)')
     if table is not None:
-        if 'pos_embed.pos_embed' in own:
+        if POS_EMBED in own:
             if table.dim() != 3 or table.shape[1] <= num_prefix_in_pe:
                 raise CheckpointError(f'pos_embed of shape {tuple(table.shape)} is not a (1, N, C) table with '
                                       f'{num_prefix_in_pe} prefix row(s)')
@@ -100,7 +105,7 @@ def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> 
             if num_prefix_in_pe and zero_rows:
                 notes.append(f'pos_embed has no row for {", ".join(zero_rows)}: zero row(s) used')
             prefix = [rows.get(name, table.new_zeros(1, 1, table.shape[2])) for name in model_tokens]
-            state['pos_embed.pos_embed'] = torch.cat(prefix + [table[:, num_prefix_in_pe:]], dim=1)
+            state[POS_EMBED] = torch.cat(prefix + [table[:, num_prefix_in_pe:]], dim=1)
         else:
             notes.append(f'pos_embed dropped: pe_type={getattr(model, "pe_type", "?")!r} has no learned table')
     if 'patch_embed.proj.bias' in own and 'patch_embed.proj.bias' not in state and 'patch_embed.proj.weight' in state:
@@ -121,9 +126,9 @@ def _is_timm(state: Mapping[str, torch.Tensor]) -> bool:
 def _convert_timm(state: StateDict, model: nn.Module) -> StateDict:
     """timm / official DeiT `VisionTransformer(Distilled)` keys -> ViTPE keys (names are shared but `pos_embed`).
 
-    Our own checkpoints also pass (their `pos_embed.pos_embed` is taken as a table with the model's prefix).
+    Our own checkpoints also pass (their `pos_embed.0.pos_embed` is taken as a table with the model's prefix).
     """
-    if 'pos_embed.pos_embed' in state:  # a ViTPE checkpoint
+    if POS_EMBED in state or 'pos_embed.pos_embed' in state:  # a ViTPE checkpoint (today's or older names)
         num_prefix = sum(name in state for name in PREFIX_TOKENS)
     else:
         num_prefix = _timm_pe_prefix(state)

@@ -1,6 +1,6 @@
-"""Torch-only building blocks: positional encodings (absolute + resampling, PEG, relative bias),
-window helpers, fused attention, patch embedding. Nothing here imports mm*."""
-from ._cache import SIZE_CACHE, DerivedTensorCache, SizeCache
+"""Torch-only building blocks: positional encodings (one interface, pos_encoding.py: absolute + resampling, PEG,
+relative bias, RoPE), window helpers, fused attention, patch embedding. Nothing here imports mm*."""
+from ._cache import SIZE_CACHE, SizeCache
 from ._checks import check_choice, check_tokens, to_2tuple
 from .attention import MultiheadSelfAttention, attention_with_bias
 from .mlp import DropPath, Mlp, drop_path, linear_drop_path_rates
@@ -9,10 +9,11 @@ from .peg import PosConvEncoding
 from .pos_embed import (AbsolutePositionEmbedding, SinCosPositionEmbedding, build_sincos_2d_pos_embed,
                         resample_abs_pos_embed)
 from .pos_encoding import (BlockPE, BlockSpec, PEContext, PositionalEncoding, PositionalEncodings, Rotation,
-                           StageSpec, build_pos_encoding, grid_positions, parse_pe_type, reduced_positions,
-                           register_pos_encoding, registered_pe_types, window_positions)
+                           StageSpec, build_pos_encoding, grid_token_positions, parse_pe_type, reduced_key_positions,
+                           register_pos_encoding, registered_pe_types, window_token_positions)
 from .sr_attention import SpatialReductionAttention, reduced_size
 from .rel_pos_bias import RelativePositionBias, relative_position_index, resize_rel_pos_bias_table
+from .rope import AxialRoPE, DinoV3RoPE, MixedRoPE, apply_rope  # registers the rope_* encodings
 from .window import padded_size, shifted_window_attn_mask, window_partition, window_reverse
 
 # The positional-encoding names every backbone accepts (`pe_type=`, a name or a list), for like-for-like
@@ -20,9 +21,9 @@ from .window import padded_size, shifted_window_attn_mask, window_partition, win
 PE_TYPES = registered_pe_types()
 
 __all__ = [
-    'AbsolutePositionEmbedding', 'BlockPE', 'DerivedTensorCache', 'BlockSpec', 'DropPath', 'PEContext', 'PositionalEncoding',
-    'PositionalEncodings', 'Rotation', 'SIZE_CACHE', 'SizeCache', 'StageSpec', 'build_pos_encoding', 'grid_positions',
-    'parse_pe_type', 'reduced_positions', 'register_pos_encoding', 'registered_pe_types', 'window_positions', 'LayerNorm2d', 'Mlp', 'MultiheadSelfAttention', 'PE_TYPES',
+    'AbsolutePositionEmbedding', 'BlockPE', 'BlockSpec', 'DropPath', 'PEContext', 'PositionalEncoding',
+    'PositionalEncodings', 'Rotation', 'SIZE_CACHE', 'SizeCache', 'StageSpec', 'build_pos_encoding', 'grid_token_positions',
+    'parse_pe_type', 'reduced_key_positions', 'register_pos_encoding', 'registered_pe_types', 'window_token_positions', 'LayerNorm2d', 'Mlp', 'MultiheadSelfAttention', 'PE_TYPES',
     'PatchEmbed', 'PosConvEncoding', 'SinCosPositionEmbedding', 'RelativePositionBias', 'SpatialReductionAttention', 'attention_with_bias', 'build_sincos_2d_pos_embed',
     'check_choice', 'check_tokens', 'drop_path', 'linear_drop_path_rates', 'padded_size', 'reduced_size', 'relative_position_index', 'resample_abs_pos_embed',
     'resize_rel_pos_bias_table', 'shifted_window_attn_mask', 'to_2tuple', 'window_partition', 'window_reverse',

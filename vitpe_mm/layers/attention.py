@@ -148,24 +148,16 @@ def pad_prefix_bias(bias: Optional[torch.Tensor], num_prefix_tokens: int) -> Opt
     return F.pad(bias, (num_prefix_tokens, 0, num_prefix_tokens, 0))
 
 
-def rotate_qk(q: torch.Tensor, k: torch.Tensor, rotation, num_prefix_tokens: int = 0,
-              num_windows: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Applies a `pos_encoding.Rotation` to q and k of shape (B', nH, N, d) with `rope.apply_rope`.
-
-    Prefix tokens (the first `num_prefix_tokens` of q and k) are not rotated. With `num_windows`, B' is
-    batch * nW and the rotation has a leading nW dimension: q / k are viewed as (batch, nW, nH, N, d).
-    """
+def rotate_qk(q: torch.Tensor, k: torch.Tensor, rotation, num_prefix_tokens: int = 0
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Applies a `pos_encoding.Rotation` (or None: nothing) to q and k of shape (B', nH, N, d) with
+    `rope.apply_rope`; the first `num_prefix_tokens` tokens (cls, dist) are not rotated. For B' = batch * nW
+    windows the rotation has a leading nW dimension."""
     if rotation is None:
         return q, k
-    from .rope import apply_rope  # the rotary encodings (rope.py)
-
-    def rotate(t: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-        if num_windows:
-            return apply_rope(t.reshape(-1, num_windows, *t.shape[1:]), rot).reshape(t.shape)
-        if num_prefix_tokens:
-            return torch.cat([t[..., :num_prefix_tokens, :], apply_rope(t[..., num_prefix_tokens:, :], rot)], dim=-2)
-        return apply_rope(t, rot)
-    return rotate(q, rotation.q), rotate(k, rotation.k)
+    from .rope import apply_rope
+    return (apply_rope(q, rotation.q_sin, rotation.q_cos, rotation.half, num_prefix_tokens),
+            apply_rope(k, rotation.k_sin, rotation.k_cos, rotation.half, num_prefix_tokens))
 
 
 class MultiheadSelfAttention(nn.Module):
@@ -195,14 +187,14 @@ class MultiheadSelfAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
     def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None, rotation=None,
-                num_prefix_tokens: int = 0, num_windows: int = 0) -> torch.Tensor:
+                num_prefix_tokens: int = 0) -> torch.Tensor:
         """x: (B, N, C); attn_bias as in `attention_with_bias`; `rotation` (a `pos_encoding.Rotation`) as in
         `rotate_qk`. Returns (B, N, C)."""
         b, n, c = x.shape
         # B, N, 3C -> 3, B, nH, N, d
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        q, k = rotate_qk(q, k, rotation, num_prefix_tokens, num_windows)
+        q, k = rotate_qk(q, k, rotation, num_prefix_tokens)
         x = attention_with_bias(q, k, v, attn_bias, self.attn_drop_rate if self.training else 0.0, self.scale)
         x = x.transpose(1, 2).reshape(b, n, c)  # B, nH, N, d -> B, N, C
         return self.proj_drop(self.proj(x))

@@ -35,24 +35,24 @@ after patch merging: `StageSpec.embeds_patches=False`) gets nothing from `add_to
 Calling (the attention, with `bpe = pe.block(ctx, j)`)
 ------------------------------------------------------
 `bpe.attn_bias(query_grid, key_grid)` returns an additive (nH, Nq, Nk) bias over grid tokens, or None;
-`bpe.rotation(q_pos, k_pos)` returns a `Rotation(q, k)` or None, and the attention applies it with
-`rope.apply_rope(t, rotation.q)` / `(t, rotation.k)` (`attention.rotate_qk`). Positions are float32
-tensors (..., N, 2) of (row, column) in token units of the stage grid `ctx.hw_shape`, built by the helpers
-below and computed only when `bpe.rotates`. Per attention kind:
+`bpe.rotation(q_pos, k_pos)` returns a `Rotation` (sin / cos for q and for k) or None, and the attention
+applies it with `rope.apply_rope` (`attention.rotate_qk`). Positions are float32 tensors (..., N, 2) of
+(row, column) patch indices of the stage grid `ctx.hw_shape` (an encoding that wants normalised
+coordinates, as DINOv3, maps them with `ctx.hw_shape`), built by the cached helpers below and computed
+only when `bpe.rotates`. Per attention kind:
 - global (ViT): `attn_bias(hw, hw)`; the attention gives prefix tokens (cls, dist) a zero bias row/column.
-  `rotation(grid_positions(hw), grid_positions(hw))`; prefix tokens are not rotated.
+  `rotation(grid_token_positions(hw), grid_token_positions(hw))`; prefix tokens are not rotated.
 - windowed (Swin W-MSA / SW-MSA, ViTDet windows): `attn_bias(window, window)`, one (nH, N, N) bias for
   every window (Swin's shift mask is added by the attention); for a window clamped to a small map the bias
-  is the crop of the full window's. `rotation(pos, pos)` with `pos = window_positions(hw, window, shift)`
+  is the crop of the full window's. `rotation(pos, pos)` with `pos = window_token_positions(hw, window, shift)`
   of shape (nW, N, 2): the GLOBAL (un-rolled, padded-map) coordinates of every window slot, windows in the
   order of the attention's batch (after the roll), so shifted and padded windows stay correct; padding
-  slots sit at rows >= H / columns >= W. The rotation has a leading nW dimension: the attention views
-  its (B * nW, nH, N, d) q / k as (B, nW, nH, N, d) to apply it.
+  slots sit at rows >= H / columns >= W. The rotation has a leading nW dimension (`apply_rope` views the
+  (B * nW, nH, N, d) q / k as (B, nW, nH, N, d)).
 - spatial reduction (PVT / Twins GSA): `attn_bias(hw, key_hw)` with the reduced key grid;
-  `rotation(grid_positions(hw), reduced_positions(hw, sr))`: key (i, j) sits at the centre
+  `rotation(grid_token_positions(hw), reduced_key_positions(hw, sr))`: key (i, j) sits at the centre
   (i * sr + (sr - 1) / 2, j * sr + (sr - 1) / 2) of its sr x sr cell.
-`Rotation.q` / `.k` carry a head dimension (nH or 1) before N, i.e. (nH|1, N, D) or (nW, nH|1, N, D); their
-layout along D is whatever `apply_rope` reads.
+`Rotation` tensors carry a head dimension (nH or 1) before N: (nH|1, N, d / 2), (nW, nH|1, N, d / 2).
 """
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
@@ -105,55 +105,52 @@ class PEContext(NamedTuple):
 
 
 class Rotation(NamedTuple):
-    """The rotations of queries and keys (layout: `rope.apply_rope`)."""
+    """sin / cos of the rotations of queries and keys, as `rope.apply_rope(t, sin, cos, half)` takes them:
+    (nH|1, N, d / 2), or (nW, nH|1, N, d / 2) for windows; `half`: rotate_half pairs (i, i + d/2)."""
 
-    q: torch.Tensor
-    k: torch.Tensor
+    q_sin: torch.Tensor
+    q_cos: torch.Tensor
+    k_sin: torch.Tensor
+    k_cos: torch.Tensor
+    half: bool = False
 
 
 # ------------------------------------------------------------------------------------------------ positions
-def _positions(key: tuple, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-    return SIZE_CACHE.get(('positions',) + key, fn)
-
-
-def grid_positions(hw_shape: Sequence[int], device: Optional[torch.device] = None) -> torch.Tensor:
-    """(H*W, 2) float32 (row, column) of every token of an H x W grid, row-major."""
+# Size-only, so cached (SIZE_CACHE); the positions themselves are rope.py's pure functions (imported when
+# called: rope.py registers its encodings here, so it imports this module).
+def grid_token_positions(hw_shape: Sequence[int], device: Optional[torch.device] = None) -> torch.Tensor:
+    """(H*W, 2) float32 (row, column) of every token of an H x W grid, row-major (`rope.grid_positions`)."""
+    from . import rope
     h, w = int(hw_shape[0]), int(hw_shape[1])
-
-    def build() -> torch.Tensor:
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                                indexing='ij')
-        return torch.stack([ys, xs], -1).reshape(-1, 2).to(device)
-    return _positions(('grid', h, w, torch.device(device or 'cpu')), build)
+    return SIZE_CACHE.get(('positions', 'grid', h, w, torch.device(device or 'cpu')),
+                          lambda: rope.grid_positions((h, w), device=device))
 
 
-def reduced_positions(hw_shape: Sequence[int], sr_ratio: int, device: Optional[torch.device] = None) -> torch.Tensor:
-    """(h'*w', 2) positions of the keys of a spatial-reduction attention (h' = H // sr): cell centres
-    (i * sr + (sr - 1) / 2, j * sr + (sr - 1) / 2) in the units of the query grid."""
-    h, w, sr = int(hw_shape[0]) // sr_ratio, int(hw_shape[1]) // sr_ratio, int(sr_ratio)
+def reduced_key_positions(hw_shape: Sequence[int], sr_ratio: int,
+                          device: Optional[torch.device] = None) -> torch.Tensor:
+    """(h'*w', 2) positions of the keys of a spatial-reduction attention (h' = H // sr): the cell centres
+    (i * sr + (sr - 1) / 2, j * sr + (sr - 1) / 2) in the units of the query grid (`rope.reduced_positions`)."""
+    from . import rope
+    h, w = int(hw_shape[0]), int(hw_shape[1])
+    return SIZE_CACHE.get(('positions', 'reduced', h, w, int(sr_ratio), torch.device(device or 'cpu')),
+                          lambda: rope.reduced_positions(rope.grid_positions((h, w), device=device), (h, w),
+                                                         sr_ratio))
 
-    def build() -> torch.Tensor:
-        return grid_positions((h, w)).mul(sr).add((sr - 1) / 2).to(device)
-    return _positions(('reduced', h, w, sr, torch.device(device or 'cpu')), build)
 
-
-def window_positions(hw_shape: Sequence[int], window_size: Sequence[int], shift_size: Sequence[int] = (0, 0),
-                     device: Optional[torch.device] = None) -> torch.Tensor:
+def window_token_positions(hw_shape: Sequence[int], window_size: Sequence[int], shift_size: Sequence[int] = (0, 0),
+                           device: Optional[torch.device] = None) -> torch.Tensor:
     """(nW, Mh*Mw, 2) global positions of the window slots of an H x W map zero-padded at the bottom/right to
     window multiples, rolled by (-sh, -sw) and cut into windows (the order of `window.window_partition` /
     `window.window_token_index`); a padding slot gets its padded-map position (row >= H or column >= W)."""
+    from . import rope
     h, w = int(hw_shape[0]), int(hw_shape[1])
     (mh, mw), (sh, sw) = (int(v) for v in window_size), (int(v) for v in shift_size)
 
     def build() -> torch.Tensor:
         hp, wp = -(-h // mh) * mh, -(-w // mw) * mw
-        # slot order: window row, window column, row in the window, column in the window
-        i = (torch.arange(hp // mh).view(-1, 1, 1, 1) * mh + torch.arange(mh).view(1, 1, -1, 1))
-        j = (torch.arange(wp // mw).view(1, -1, 1, 1) * mw + torch.arange(mw).view(1, 1, 1, -1))
-        i, j = i.expand(-1, wp // mw, -1, mw), j.expand(hp // mh, -1, mh, -1)
-        y, x = (i + sh) % hp, (j + sw) % wp  # torch.roll(m, -s) puts m[(i + s) % n] at i
-        return torch.stack([y, x], -1).reshape(-1, mh * mw, 2).float().to(device)
-    return _positions(('window', h, w, mh, mw, sh, sw, torch.device(device or 'cpu')), build)
+        positions = rope.grid_positions((h, w), extent=(hp, wp), device=device)
+        return rope.window_positions(positions, (hp, wp), (mh, mw), (sh, sw))
+    return SIZE_CACHE.get(('positions', 'window', h, w, mh, mw, sh, sw, torch.device(device or 'cpu')), build)
 
 
 # ------------------------------------------------------------------------------------------------ the interface
@@ -222,8 +219,8 @@ class BlockPE(NamedTuple):
 class PositionalEncodings:
     """The encodings a backbone was built with (a name or a list): the hooks of all, in the order given.
 
-    Not a module itself: `attach(backbone)` registers every part on the backbone under its `kind`, so that
-    parameter names do not depend on how many encodings are composed.
+    Not a module itself: `attach(backbone)` registers every part on the backbone under its `kind` (and sets the
+    other kinds to None), so that parameter names do not depend on how many encodings are composed.
     """
 
     def __init__(self, parts: Sequence[PositionalEncoding]) -> None:
@@ -232,9 +229,13 @@ class PositionalEncodings:
         self.pe_types = tuple(p.pe_type for p in self.parts)
 
     def attach(self, module: nn.Module) -> None:
+        """Registers every part on `module` under its kind; the kinds not used are set to None there."""
+        for kind in {cls.kind for cls in PE_REGISTRY.values() if cls.kind}:
+            if hasattr(module, kind):
+                raise ValueError(f'{type(module).__name__} already has an attribute {kind!r}')
+            setattr(module, kind, None)
         for part in self.parts:
-            if part.kind in module._modules or hasattr(module, part.kind):
-                raise ValueError(f'{type(module).__name__} already has an attribute {part.kind!r}')
+            delattr(module, part.kind)
             module.add_module(part.kind, part)
 
     def prepare(self, stage: int, hw_shape: Sequence[int], like: torch.Tensor) -> PEContext:

@@ -4,17 +4,18 @@
 "Twins: Revisiting the Design of Spatial Attention in Vision Transformers" (arXiv:2104.13840). Keys
 and values come from a k = s = sr_ratio convolution + LayerNorm of the token map; the reduced grid is
 floor(H / sr) x floor(W / sr) as in the reference code (trailing rows/columns that do not fill a
-whole sr x sr cell are not seen by the keys). Runs on `F.scaled_dot_product_attention`; an optional
-relative position bias between the query grid and the reduced key grid is added inside the kernel.
+whole sr x sr cell are not seen by the keys). Runs on `F.scaled_dot_product_attention`; a positional
+encoding (`pos_encoding.BlockPE`) gives a bias between the query grid and the reduced key grid (added inside the
+kernel) and / or a rotation of queries at their grid positions and keys at the centres of their reduced cells.
 """
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from ._checks import Size2, check_tokens
-from .attention import attention_with_bias
-from .rel_pos_bias import RelativePositionBias
+from ._checks import check_tokens
+from .attention import attention_with_bias, rotate_qk
+from .pos_encoding import BlockPE, grid_token_positions, reduced_key_positions
 
 
 def reduced_size(hw_shape: Sequence[int], sr_ratio: int) -> Tuple[int, int]:
@@ -37,15 +38,12 @@ class SpatialReductionAttention(nn.Module):
         qk_scale: override of head_dims ** -0.5.
         attn_drop_rate: dropout on attention weights (training only).
         proj_drop_rate: dropout after the output projection.
-        rel_pos_key_size: when given, a learned `RelativePositionBias` (`rel_pos_bias`) whose table is
-            made for this key grid (the reduced grid at the pre-training resolution); other key grids
-            resample it.
         norm_eps: eps of the LayerNorm on the reduced keys (1e-5 in Twins/timm/mmseg).
     """
 
     def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int = 1, qkv_bias: bool = True,
                  qk_scale: Optional[float] = None, attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-                 rel_pos_key_size: Optional[Size2] = None, norm_eps: float = 1e-5) -> None:
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         if num_heads <= 0 or embed_dims % num_heads:
             raise ValueError(f'num_heads={num_heads} must be positive and divide embed_dims={embed_dims}')
@@ -69,11 +67,9 @@ class SpatialReductionAttention(nn.Module):
         else:
             self.sr = None
             self.norm = None
-        self.rel_pos_bias = (RelativePositionBias(rel_pos_key_size, num_heads)
-                             if rel_pos_key_size is not None else None)
 
-    def forward(self, x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
-        """x: (B, H*W, C) tokens of the grid `hw_shape`. Returns (B, H*W, C).
+    def forward(self, x: torch.Tensor, hw_shape: Sequence[int], pe: Optional[BlockPE] = None) -> torch.Tensor:
+        """x: (B, H*W, C) tokens of the grid `hw_shape`; `pe` the block's positional encoding. Returns (B, H*W, C).
 
         Raises a ValueError when the grid is smaller than `sr_ratio` (the reduced grid would be empty).
         """
@@ -93,7 +89,11 @@ class SpatialReductionAttention(nn.Module):
             key_hw, x_kv = (h, w), x
         # B, M, 2C -> 2, B, nH, M, d
         k, v = self.kv(x_kv).view(b, -1, 2, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.rel_pos_bias((h, w), key_hw) if self.rel_pos_bias is not None else None  # nH, N, M
+        bias = pe.attn_bias((h, w), key_hw) if pe is not None else None  # nH, N, M
+        if pe is not None and pe.rotates:
+            q_pos = grid_token_positions((h, w), x.device)
+            k_pos = reduced_key_positions((h, w), self.sr_ratio, x.device) if self.sr is not None else q_pos
+            q, k = rotate_qk(q, k, pe.rotation(q_pos, k_pos))
         x = attention_with_bias(q, k, v, bias, self.attn_drop_rate if self.training else 0.0, self.scale)
         x = x.transpose(1, 2).reshape(b, n, c)  # B, nH, N, d -> B, N, C
         return self.proj_drop(self.proj(x))

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ._cache import SIZE_CACHE
 from ._checks import Size2, to_2tuple
 from ._compat import compiler_disable
 
@@ -57,7 +58,6 @@ def window_reverse(windows: torch.Tensor, window_size: Size2, padded_hw: Sequenc
     return x
 
 
-@functools.lru_cache(maxsize=64)
 def _shift_mask(padded_hw: Tuple[int, int], window_size: Tuple[int, int], shift_size: Tuple[int, int],
                 device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     hp, wp = padded_hw
@@ -83,7 +83,8 @@ def shifted_window_attn_mask(padded_hw: Sequence[int], window_size: Size2, shift
                              dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Additive mask (nW, N, N) for windows of a map rolled by (-sh, -sw): 0 within a region, -inf across.
 
-    Built once per (padded size, window, shift, device, dtype) and cached; regions follow the Swin
+    Built once per (padded size, window, shift, device, dtype) and cached (`SIZE_CACHE`, bounded in bytes, never
+    an inference tensor); regions follow the Swin
     code (three bands per axis: [0, Hp-Mh), [Hp-Mh, Hp-sh), [Hp-sh, Hp)); a zero shift along one axis
     (timm's per-axis rule for a window clamped to a small map) leaves that axis one band. Treat the result
     as read-only.
@@ -97,7 +98,8 @@ def shifted_window_attn_mask(padded_hw: Sequence[int], window_size: Size2, shift
         raise ValueError(f'padded_hw={(hp, wp)} must be multiples of window_size={(mh, mw)}')
     if sh >= mh or sw >= mw:
         raise ValueError(f'shift_size={(sh, sw)} must be smaller than window_size={(mh, mw)}')
-    return _shift_mask((hp, wp), (mh, mw), (sh, sw), torch.device(device), dtype)
+    key = ('shift_mask', (hp, wp), (mh, mw), (sh, sw), torch.device(device), dtype)
+    return SIZE_CACHE.get(key, lambda: _shift_mask((hp, wp), (mh, mw), (sh, sw), torch.device(device), dtype))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,7 +155,6 @@ class WindowRows(NamedTuple):
     out_pad_rows: torch.Tensor  # (nH*P,) window output rows that are padding
 
 
-@functools.lru_cache(maxsize=128)
 def _window_rows(hw_shape: Tuple[int, int], window_size: Tuple[int, int], shift_size: Tuple[int, int],
                  num_heads: int, device: torch.device) -> WindowRows:
     source, slots, pad_slots = window_token_index(hw_shape, window_size, shift_size)
@@ -183,13 +184,15 @@ def _window_rows(hw_shape: Tuple[int, int], window_size: Tuple[int, int], shift_
 @compiler_disable
 def window_rows(hw_shape: Sequence[int], window_size: Size2, shift_size: Size2, num_heads: int,
                 device: torch.device = torch.device('cpu')) -> WindowRows:
-    """Index maps of `windows_from_qkv` / `tokens_from_windows` for an H x W map (built once per size, cached).
+    """Index maps of `windows_from_qkv` / `tokens_from_windows` for an H x W map (built once per size, cached in
+    `SIZE_CACHE`: bounded in bytes, never inference tensors, so a size first seen under inference_mode trains).
 
     Runs outside torch.compile graphs: the maps enter them as inputs (inductor fusing the index arithmetic
     into the gathers fails on its value ranges in torch 2.13)."""
     sh, sw = (shift_size, shift_size) if isinstance(shift_size, int) else tuple(shift_size)
-    return _window_rows(to_2tuple(tuple(hw_shape), 'hw_shape'), to_2tuple(window_size, 'window_size'),
-                        (int(sh), int(sw)), int(num_heads), torch.device(device))
+    args = (to_2tuple(tuple(hw_shape), 'hw_shape'), to_2tuple(window_size, 'window_size'), (int(sh), int(sw)),
+            int(num_heads), torch.device(device))
+    return SIZE_CACHE.get(('window_rows',) + args, lambda: _window_rows(*args))
 
 
 class _GatherRows(torch.autograd.Function):

@@ -14,7 +14,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from ..checkpoint import load_pretrained
-from ..layers import PE_TYPES, check_choice
+from ..layers import parse_pe_type
 from .toolbox_args import ToolboxArgs
 
 # What `norm_eval` keeps in eval mode (LayerNorm2d is a LayerNorm).
@@ -89,7 +89,7 @@ class PEBackbone(BaseModule):
         cls.__init__ = checked_init
 
     def __init__(self, pe_type: str, frozen_stages: int = -1, init_cfg: Optional[dict] = None) -> None:
-        check_choice(pe_type, 'pe_type', PE_TYPES)
+        pe_type = parse_pe_type(pe_type)  # a name or a list of names (composed encodings)
         if init_cfg is not None and not isinstance(init_cfg, (dict, list)):
             raise ValueError(f'init_cfg must be a dict such as dict(type="Pretrained", checkpoint=PATH), got {init_cfg!r}')
         pretrained = None

@@ -13,9 +13,10 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
-from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, PatchEmbed, PosConvEncoding, SinCosPositionEmbedding,
-                      check_choice, linear_drop_path_rates, to_2tuple)
-from ..layers.sr_attention import SpatialReductionAttention, reduced_size
+from ..layers import (BlockPE, BlockSpec, DropPath, Mlp, PatchEmbed, StageSpec, build_pos_encoding, check_choice,
+                      linear_drop_path_rates, to_2tuple)
+from ..layers.pos_encoding import PEG_POSITIONS
+from ..layers.sr_attention import SpatialReductionAttention
 from .base import PEBackbone, init_linear_and_norm
 from .toolbox_args import CPVT_ARGS, with_presets
 
@@ -29,7 +30,6 @@ ARCH_SETTINGS: Dict[str, dict] = {
     'large': dict(_PCPVT_COMMON, depths=(3, 8, 27, 3)),
 }
 ARCH_KEYS = ('embed_dims', 'num_heads', 'mlp_ratios', 'sr_ratios', 'patch_sizes', 'depths')
-PEG_POSITIONS = ('after_first', 'before_first', 'every_block')
 NORM_AFTER_STAGE = ('last', True, False)
 
 
@@ -98,17 +98,17 @@ class CPVTBlock(nn.Module):
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int, qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 norm_eps: float = 1e-6, rel_pos_key_size: Optional[Tuple[int, int]] = None) -> None:
+                 norm_eps: float = 1e-6) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = SpatialReductionAttention(embed_dims, num_heads, sr_ratio, qkv_bias, None, attn_drop_rate,
-                                              drop_rate, rel_pos_key_size)
+                                              drop_rate)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop=drop_rate)
 
-    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int], pe: Optional[BlockPE] = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape, pe))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -135,14 +135,15 @@ class CPVTv2(PEBackbone):
             `peg_position`: 'after_first' (after the first block, Twins/CPVT), 'before_first' (on the
             stage input, CPVT's position -1), 'every_block' (one PEG after every block,
             `pos_block.{i}.{j}`); `peg_kernel_size` odd >= 3.
-        'abs' / 'abs_nointerp': PVT-style learned absolute PE per stage (`pos_embeds.{i}.pos_embed`),
+        'abs' / 'abs_nointerp': PVT-style learned absolute PE per stage (`pos_embed.{i}.pos_embed`),
             made for the grid of an `img_size` image and added after the patch embedding; resampled
             (bicubic) to other grids, or cropped ('abs_nointerp': a grid larger than the table fails).
         'sincos': fixed 2-D sin-cos table per stage, computed for the actual grid.
         'rel_bias': a learned relative position bias in every attention between the query grid and
-            the reduced key grid (`attn.rel_pos_bias`); its table is made for the key grid of an
+            the reduced key grid (`rel_pos_bias.{i}.{j}`); its table is made for the key grid of an
             `img_size` image and resampled to others.
         'none': no positional encoding.
+        A list composes encodings of different kinds (vitpe_mm.layers.pos_encoding), e.g. ['peg', 'rel_bias'].
 
     Args:
         arch: 'small', 'base', 'large' or a dict overriding keys of 'small' (embed_dims, num_heads,
@@ -158,7 +159,7 @@ class CPVTv2(PEBackbone):
             Twins/timm (mmseg's PCPVT uses 1e-5). Patch embedding and key norms keep eps 1e-5 as in
             every reference.
         norm_after_stage: 'last', True or False (above).
-        pe_type: one of vitpe_mm.layers.PE_TYPES (above).
+        pe_type: one of vitpe_mm.layers.PE_TYPES (above), or a list of them to compose (e.g. ['peg', 'abs']).
         peg_position: 'after_first', 'before_first' or 'every_block' (pe_type 'peg' only).
         peg_kernel_size: PEG kernel size (odd >= 3).
         img_size: pre-training image size the 'abs' / 'rel_bias' tables are made for.
@@ -239,9 +240,6 @@ class CPVTv2(PEBackbone):
         check_choice(peg_position, 'peg_position', PEG_POSITIONS)
         self.peg_position = peg_position
         self.peg_kernel_size = peg_kernel_size
-        if pe_type == 'peg' and (isinstance(peg_kernel_size, bool) or not isinstance(peg_kernel_size, int)
-                                 or peg_kernel_size < 3 or peg_kernel_size % 2 == 0):
-            raise ValueError(f'peg_kernel_size must be an odd int >= 3, got {peg_kernel_size!r}')
         for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
                            ('drop_path_rate', drop_path_rate)):
             if not 0.0 <= rate < 1.0:
@@ -267,35 +265,24 @@ class CPVTv2(PEBackbone):
             self.pos_drops.append(nn.Dropout(drop_rate))
             prev = self.embed_dims[i]
 
-        if pe_type in ('abs', 'abs_nointerp'):
-            self.pos_embeds = nn.ModuleList([
-                AbsolutePositionEmbedding(grid, dims, num_prefix_tokens=0, interpolate=pe_type == 'abs')
-                for grid, dims in zip(pretrain_grids, self.embed_dims)])
-        elif pe_type == 'sincos':
-            self.pos_embeds = nn.ModuleList([SinCosPositionEmbedding(dims) for dims in self.embed_dims])
-        else:
-            self.pos_embeds = None
-
         total = sum(self.depths)
         rates = linear_drop_path_rates(drop_path_rate, total)
         self.blocks = nn.ModuleList()
         cur = 0
         for i in range(num_stages):
-            key_size = reduced_size(pretrain_grids[i], self.sr_ratios[i]) if pe_type == 'rel_bias' else None
             self.blocks.append(nn.ModuleList([
                 CPVTBlock(self.embed_dims[i], settings['num_heads'][i], settings['mlp_ratios'][i],
-                          self.sr_ratios[i], qkv_bias, drop_rate, attn_drop_rate, rates[cur + j], norm_eps, key_size)
+                          self.sr_ratios[i], qkv_bias, drop_rate, attn_drop_rate, rates[cur + j], norm_eps)
                 for j in range(self.depths[i])]))
             cur += self.depths[i]
 
-        if pe_type != 'peg':
-            self.pos_block = None
-        elif peg_position == 'every_block':
-            self.pos_block = nn.ModuleList([
-                nn.ModuleList([PosConvEncoding(dims, peg_kernel_size) for _ in range(depth)])
-                for dims, depth in zip(self.embed_dims, self.depths)])
-        else:
-            self.pos_block = nn.ModuleList([PosConvEncoding(dims, peg_kernel_size) for dims in self.embed_dims])
+        # pos_embed.{i} (abs / sincos), pos_block.{i} (PEG), rel_pos_bias.{i}.{j}: layers/pos_encoding.py
+        self.pos_encoding = build_pos_encoding(
+            pe_type, [StageSpec(dims, heads, grid, (BlockSpec(sr_ratio=sr),) * depth)
+                      for dims, heads, grid, sr, depth in zip(self.embed_dims, settings['num_heads'], pretrain_grids,
+                                                              self.sr_ratios, self.depths)],
+            peg_position=peg_position, peg_kernel_size=peg_kernel_size)
+        self.pos_encoding.attach(self)
 
         self.norm = nn.LayerNorm(self.embed_dims[-1], eps=norm_eps) if norm_after_stage == 'last' else None
         self.norm_list = (nn.ModuleList([nn.LayerNorm(dims, eps=norm_eps) for dims in self.embed_dims])
@@ -321,31 +308,20 @@ class CPVTv2(PEBackbone):
         for i in range(min(k + 1, self.num_stages)):
             self.freeze(self.patch_embeds[i])
             self.pos_drops[i].eval()
-            if self.pos_embeds is not None:
-                self.freeze(self.pos_embeds[i])
+            self.pos_encoding.freeze_at(i)
         for i in range(min(k, self.num_stages)):
             self.freeze(self.blocks[i])
-            if self.pos_block is not None:
-                self.freeze(self.pos_block[i])
+            for j in range(-1, self.depths[i]):
+                self.pos_encoding.freeze_at(i, j)
             if self.norm_list is not None:
                 self.freeze(self.norm_list[i])
         if k >= self.num_stages and self.norm is not None:
             self.freeze(self.norm)
 
-    def _run_block(self, block: CPVTBlock, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def _run_block(self, block: CPVTBlock, x: torch.Tensor, hw_shape: Tuple[int, int], pe: BlockPE) -> torch.Tensor:
         if self.with_cp and self.training and x.requires_grad:
-            return cp.checkpoint(block, x, hw_shape, use_reentrant=False)
-        return block(x, hw_shape)
-
-    def _peg(self, stage: int, index: int, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        """Applies the PEG placed before block `index` (-1: none) or after it, if there is one there."""
-        pos_block = self.pos_block
-        if pos_block is None:
-            return x
-        if self.peg_position == 'every_block':
-            return pos_block[stage][index](x, hw_shape) if index >= 0 else x
-        wanted = -1 if self.peg_position == 'before_first' else 0
-        return pos_block[stage](x, hw_shape) if index == wanted else x
+            return cp.checkpoint(block, x, hw_shape, pe, use_reentrant=False)
+        return block(x, hw_shape, pe)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: (B, in_channels, H, W). Returns one (B, C_i, ceil(H / s_i), ceil(W / s_i)) map per out index."""
@@ -360,16 +336,13 @@ class CPVTv2(PEBackbone):
         outs = []
         for i in range(self._run_stages):
             x, hw_shape = self.patch_embeds[i](x)  # B, C, H, W -> B, h*w, C
-            if self.pos_embeds is not None:
-                if self.pe_type == 'sincos':
-                    x = x + self.pos_embeds[i](hw_shape, x)
-                else:
-                    x = x + self.pos_embeds[i](hw_shape)
-            x = self.pos_drops[i](x)
-            x = self._peg(i, -1, x, hw_shape)
+            pe = self.pos_encoding
+            ctx = pe.prepare(i, hw_shape, x)  # this forward's resampled tables etc. for stage i
+            x = self.pos_drops[i](pe.add_to_tokens(x, hw_shape, 0, ctx))
+            x = pe.after_block(x, hw_shape, -1, ctx)
             for j, block in enumerate(self.blocks[i]):
-                x = self._run_block(block, x, hw_shape)
-                x = self._peg(i, j, x, hw_shape)
+                x = self._run_block(block, x, hw_shape, pe.block(ctx, j))
+                x = pe.after_block(x, hw_shape, j, ctx)
             if self.norm_list is not None:
                 x = self.norm_list[i](x)
             elif self.norm is not None and i == self.num_stages - 1:

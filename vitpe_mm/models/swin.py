@@ -12,9 +12,10 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
-from ..layers import (AbsolutePositionEmbedding, DropPath, Mlp, MultiheadSelfAttention, PatchEmbed, PosConvEncoding,
-                      RelativePositionBias, SinCosPositionEmbedding, attention_with_bias, padded_size,
-                      linear_drop_path_rates, shifted_window_attn_mask, to_2tuple)
+from ..layers import (BlockPE, BlockSpec, DropPath, Mlp, MultiheadSelfAttention, PatchEmbed, PEContext,
+                      PositionalEncodings, StageSpec, attention_with_bias, build_pos_encoding, padded_size,
+                      linear_drop_path_rates, shifted_window_attn_mask, to_2tuple, window_token_positions)
+from ..layers.attention import rotate_qk
 from ..layers.window import (tokens_from_windows, window_partition, window_reverse, window_rows,
                              windows_from_qkv)
 from .base import PEBackbone, init_linear_and_norm
@@ -51,46 +52,44 @@ def stage_window_and_shift(hw_shape: Tuple[int, int], window_size: Tuple[int, in
 
 
 class WindowAttention(MultiheadSelfAttention):
-    """Window multi-head self-attention (W-MSA / SW-MSA) with an optional relative position bias.
+    """Window multi-head self-attention (W-MSA / SW-MSA); the positional encoding (a relative position bias, a
+    rotation) comes from the block's `BlockPE` (layers/pos_encoding.py).
 
-    Parameter names follow the official Swin code (`qkv`, `proj`) except the bias table, which lives in
-    `relative_position_bias.relative_position_bias_table` (the converters rename it).
+    Parameter names follow the official Swin code (`qkv`, `proj`); the bias tables live in the backbone's
+    `rel_pos_bias.{stage}.{block}` (the converters move them there).
 
     Args:
         embed_dims: channels C.
         num_heads: heads.
-        window_size: window (Mh, Mw) the bias table is made for.
-        rel_pos_bias: add the learned relative position bias (pe_type 'rel_bias').
+        window_size: the window (Mh, Mw) of the block.
         **kwargs: qkv_bias, qk_scale, attn_drop_rate, proj_drop_rate of `MultiheadSelfAttention`.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, window_size: Tuple[int, int], rel_pos_bias: bool = True,
-                 **kwargs) -> None:
+    def __init__(self, embed_dims: int, num_heads: int, window_size: Tuple[int, int], **kwargs) -> None:
         super().__init__(embed_dims, num_heads, **kwargs)
         self.window_size = window_size
-        self.relative_position_bias = RelativePositionBias(window_size, num_heads) if rel_pos_bias else None
 
-    def window_bias(self, window_size: Tuple[int, int], shift_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """Additive attention bias for windows of `window_size`: (nH, N, N), or (nW, nH|1, N, N) with a mask.
-
-        A window smaller than the table's (a clamped window on a small map) takes the top-left crop of the
-        full-window bias: the same relative offsets keep the same bias (no resampling).
-        """
-        bias = None
-        if self.relative_position_bias is not None:
-            bias = self.relative_position_bias()  # nH, Mh*Mw, Mh*Mw (cached at inference)
-            if window_size != self.window_size:
-                (mh, mw), (h, w) = self.window_size, window_size
-                n = h * w
-                # nH, Mh, Mw, Mh, Mw -> nH, h, w, h, w -> nH, N, N
-                bias = bias.view(-1, mh, mw, mh, mw)[:, :h, :w, :h, :w].reshape(-1, n, n)
+    @staticmethod
+    def window_bias(pe: Optional[BlockPE], window_size: Tuple[int, int],
+                    shift_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """Additive attention bias for windows of `window_size`: (nH, N, N), or (nW, nH|1, N, N) with a mask."""
+        bias = pe.attn_bias(window_size, window_size) if pe is not None else None  # nH, N, N
         if shift_mask is None:
             return bias
         shift_mask = shift_mask.unsqueeze(1)  # nW, N, N -> nW, 1, N, N
         return shift_mask if bias is None else bias + shift_mask  # nW, nH, N, N
 
+    @staticmethod
+    def rotate(q: torch.Tensor, k: torch.Tensor, pe: Optional[BlockPE], hw_shape: Tuple[int, int],
+               window_size: Tuple[int, int], shift_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """q, k (B*nW, nH, N, d) rotated by the global positions of their window slots (a rotary PE), else as given."""
+        if pe is None or not pe.rotates:
+            return q, k
+        pos = window_token_positions(hw_shape, window_size, shift_size, q.device)  # nW, N, 2
+        return rotate_qk(q, k, pe.rotation(pos, pos))
+
     def forward_map(self, x: torch.Tensor, hw_shape: Tuple[int, int], window_size: Tuple[int, int],
-                    shift_size: Tuple[int, int]) -> torch.Tensor:
+                    shift_size: Tuple[int, int], pe: Optional[BlockPE] = None) -> torch.Tensor:
         """W-MSA / SW-MSA on B, H*W, C (normalised) tokens of the grid `hw_shape`. Returns B, H*W, C.
 
         Same as padding the map at the bottom/right to window multiples (zeros), rolling it by (-sh, -sw),
@@ -106,17 +105,19 @@ class WindowAttention(MultiheadSelfAttention):
         if is_compiling():
             # torch.compile: the same computation as plain pad / roll / partition (traceable, and inductor
             # fuses the moves), instead of the cached index maps that are built outside the graph.
-            return self.proj_drop(self.proj(self._windows_plain(x, hw_shape, window_size, shift_size, mask)))
+            return self.proj_drop(self.proj(self._windows_plain(x, hw_shape, window_size, shift_size, mask, pe)))
         rows = window_rows(hw_shape, window_size, shift_size, self.num_heads, x.device)
         # B, H*W, 3C -> 3 x B*nW, nH, N, d
         q, k, v = windows_from_qkv(self.qkv(x), self.qkv.bias, rows, self.num_heads)
-        out = attention_with_bias(q, k, v, self.window_bias(window_size, mask),
+        q, k = self.rotate(q, k, pe, hw_shape, window_size, shift_size)
+        out = attention_with_bias(q, k, v, self.window_bias(pe, window_size, mask),
                                   self.attn_drop_rate if self.training else 0.0, self.scale)
         out = tokens_from_windows(out, rows, b)  # B*nW, nH, N, d -> B, H*W, C
         return self.proj_drop(self.proj(out))
 
     def _windows_plain(self, x: torch.Tensor, hw_shape: Tuple[int, int], window_size: Tuple[int, int],
-                       shift_size: Tuple[int, int], mask: Optional[torch.Tensor]) -> torch.Tensor:
+                       shift_size: Tuple[int, int], mask: Optional[torch.Tensor],
+                       pe: Optional[BlockPE] = None) -> torch.Tensor:
         """W-MSA / SW-MSA before the output projection, written as pad -> roll -> partition -> attention ->
         reverse -> roll back -> crop (the reference code); `forward_map` runs it under torch.compile."""
         b, _, c = x.shape
@@ -130,7 +131,8 @@ class WindowAttention(MultiheadSelfAttention):
         windows, _ = window_partition(m, window_size)  # B*nW, N, C
         nw, n = windows.shape[:2]
         q, k, v = self.qkv(windows).view(nw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        out = attention_with_bias(q, k, v, self.window_bias(window_size, mask),
+        q, k = self.rotate(q, k, pe, hw_shape, window_size, shift_size)
+        out = attention_with_bias(q, k, v, self.window_bias(pe, window_size, mask),
                                   self.attn_drop_rate if self.training else 0.0, self.scale)
         out = out.transpose(1, 2).reshape(nw, n, c)  # B*nW, nH, N, d -> B*nW, N, C
         m = window_reverse(out, window_size, (hp, wp), (hp, wp))
@@ -150,22 +152,22 @@ class SwinBlock(nn.Module):
     def __init__(self, embed_dims: int, num_heads: int, window_size: Tuple[int, int], shifted: bool,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 rel_pos_bias: bool = True, clamp_window: bool = True) -> None:
+                 clamp_window: bool = True) -> None:
         super().__init__()
         self.window_size = window_size
         self.shifted = shifted
         self.clamp_window = clamp_window
         self.norm1 = nn.LayerNorm(embed_dims)
-        self.attn = WindowAttention(embed_dims, num_heads, window_size, rel_pos_bias, qkv_bias=qkv_bias,
+        self.attn = WindowAttention(embed_dims, num_heads, window_size, qkv_bias=qkv_bias,
                                     qk_scale=qk_scale, attn_drop_rate=attn_drop_rate, proj_drop_rate=drop_rate)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(embed_dims)
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), act_layer=nn.GELU, drop=drop_rate)
 
-    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        """x: B, H*W, C tokens on the grid `hw_shape`. Returns the same shape."""
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int], pe: Optional[BlockPE] = None) -> torch.Tensor:
+        """x: B, H*W, C tokens on the grid `hw_shape`; `pe` the block's positional encoding. Returns the same shape."""
         window, shift = stage_window_and_shift(hw_shape, self.window_size, self.shifted, self.clamp_window)
-        x = x + self.drop_path(self.attn.forward_map(self.norm1(x), hw_shape, window, shift))
+        x = x + self.drop_path(self.attn.forward_map(self.norm1(x), hw_shape, window, shift, pe))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -195,29 +197,32 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """One stage: `blocks` (a PEG `pos_block` after the first one with pe_type 'peg'), then the optional
-    `downsample` patch merging that the next stage consumes (official layout: downsample at the END)."""
+    """One stage: `blocks`, then the optional `downsample` patch merging that the next stage consumes (official
+    layout: downsample at the END)."""
 
     def __init__(self, embed_dims: int, depth: int, num_heads: int, window_size: Tuple[int, int],
-                 drop_path_rates: Sequence[float], downsample: bool, peg: bool, patch_norm: bool,
+                 drop_path_rates: Sequence[float], downsample: bool, patch_norm: bool,
                  with_cp: bool = False, **block_kwargs) -> None:
         super().__init__()
         self.with_cp = with_cp
         self.blocks = nn.ModuleList([
             SwinBlock(embed_dims, num_heads, window_size, shifted=j % 2 == 1, drop_path_rate=drop_path_rates[j],
                       **block_kwargs) for j in range(depth)])
-        self.pos_block = PosConvEncoding(embed_dims, 3) if peg else None
         self.downsample = PatchMerging(embed_dims, 2 * embed_dims, patch_norm) if downsample else None
 
-    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        """Runs the blocks (not the downsample) on B, H*W, C tokens."""
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int], pe: Optional[PositionalEncodings] = None,
+                ctx: Optional[PEContext] = None) -> torch.Tensor:
+        """Runs the blocks (not the downsample) on B, H*W, C tokens, with the positional encoding's hooks."""
+        if pe is not None:
+            x = pe.after_block(x, hw_shape, -1, ctx)
         for j, block in enumerate(self.blocks):
+            block_pe = pe.block(ctx, j) if pe is not None else None
             if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(block, x, hw_shape, use_reentrant=False)
+                x = cp.checkpoint(block, x, hw_shape, block_pe, use_reentrant=False)
             else:
-                x = block(x, hw_shape)
-            if j == 0 and self.pos_block is not None:
-                x = self.pos_block(x, hw_shape)
+                x = block(x, hw_shape, block_pe)
+            if pe is not None:
+                x = pe.after_block(x, hw_shape, j, ctx)
         return x
 
 
@@ -241,15 +246,18 @@ class SwinRPB(PEBackbone):
     one without.
 
     Positional encodings (`pe_type`):
-        - 'rel_bias' (default, the paper's model): learned relative position bias in every window attention.
-        - 'abs': Swin's optional absolute PE (`ape`) added after the patch embedding, learned for the
-          `pretrain_img_size` grid and resampled (bicubic) to the input grid; no relative bias.
+        - 'rel_bias' (default, the paper's model): learned relative position bias in every window attention
+          (`rel_pos_bias.{i}.{j}`).
+        - 'abs': Swin's optional absolute PE (`ape`, `pos_embed.0.pos_embed`) added after the patch embedding,
+          learned for the `pretrain_img_size` grid and resampled (bicubic) to the input grid; no relative bias.
         - 'abs_nointerp': the same table cropped to the grid (ValueError for a grid larger than it).
         - 'sincos': fixed 2-D sin-cos PE computed for the input grid, added after the patch embedding.
         - 'peg': CPVT's PosConvEncoding (depthwise 3x3, zero padding) after the first block of each stage,
           as CPVT's Swin variant ("Conditional Positional Encodings for Vision Transformers",
-          arXiv:2102.10882); no relative bias.
+          arXiv:2102.10882), `pos_block.{i}`; no relative bias.
         - 'none': no positional information except the zero padding of the windows.
+        - a list composes encodings of different kinds (vitpe_mm.layers.pos_encoding): ['rel_bias', 'abs'] is
+          mmdet's Swin with `use_abs_pos_embed=True`.
 
     Args:
         arch: 'tiny', 'small', 'base', 'large' or a dict with all of embed_dims, depths, num_heads.
@@ -267,7 +275,7 @@ class SwinRPB(PEBackbone):
         drop_rate: dropout after the PE, in the MLP and after the attention projection.
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, increasing linearly from 0 over all blocks to this value.
-        pe_type: one of 'rel_bias', 'abs', 'abs_nointerp', 'sincos', 'peg', 'none' (above).
+        pe_type: one of vitpe_mm.layers.PE_TYPES or a list of them (above).
         clamp_window: official/timm small-map rule (True) or MMDetection's padding (False), see above.
         with_cp: gradient checkpointing per block (same outputs and gradients, less memory).
         frozen_stages: -1 trains everything; 0 freezes the patch embedding (and absolute PE); i > 0 also
@@ -328,14 +336,6 @@ class SwinRPB(PEBackbone):
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, self.patch_size,
                                       norm_layer=nn.LayerNorm if patch_norm else None)
-        self.absolute_pos_embed = None
-        if pe_type in ('abs', 'abs_nointerp'):
-            img = self.pretrain_img_size
-            grid = (img[0] // self.patch_size[0], img[1] // self.patch_size[1])
-            self.absolute_pos_embed = AbsolutePositionEmbedding(grid, embed_dims, num_prefix_tokens=0,
-                                                                interpolate=pe_type == 'abs')
-        elif pe_type == 'sincos':
-            self.absolute_pos_embed = SinCosPositionEmbedding(embed_dims)
         self.drop_after_pos = nn.Dropout(drop_rate)
 
         total = sum(depths)
@@ -346,9 +346,17 @@ class SwinRPB(PEBackbone):
             start = sum(depths[:i])
             self.layers.append(SwinStage(
                 self.embed_dims[i], depths[i], num_heads[i], self.window_size, rates[start:start + depths[i]],
-                downsample=i < num_built - 1, peg=pe_type == 'peg', patch_norm=patch_norm, with_cp=with_cp,
+                downsample=i < num_built - 1, patch_norm=patch_norm, with_cp=with_cp,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate,
-                attn_drop_rate=attn_drop_rate, rel_pos_bias=pe_type == 'rel_bias', clamp_window=clamp_window))
+                attn_drop_rate=attn_drop_rate, clamp_window=clamp_window))
+        # pos_embed.0 (abs / sincos, after the patch embedding), pos_block.{i} (PEG after the first block of each
+        # stage), rel_pos_bias.{i}.{j} (windows): layers/pos_encoding.py
+        grid = (self.pretrain_img_size[0] // self.patch_size[0], self.pretrain_img_size[1] // self.patch_size[1])
+        self.pos_encoding = build_pos_encoding(pe_type, [
+            StageSpec(self.embed_dims[i], num_heads[i], (-(-grid[0] // 2 ** i), -(-grid[1] // 2 ** i)),
+                      (BlockSpec(window_size=self.window_size),) * depths[i], embeds_patches=i == 0)
+            for i in range(num_built)])
+        self.pos_encoding.attach(self)
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i]))
         self.apply(init_linear_and_norm)  # official Swin / timm initialisation
@@ -387,23 +395,19 @@ class SwinRPB(PEBackbone):
             raise ValueError(f'out_indices {out_indices!r} name a stage twice; give each stage once')
         return tuple(sorted(normalised))
 
-    def _add_absolute_pe(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        if self.pe_type == 'sincos':
-            return x + self.absolute_pos_embed(hw_shape, x)
-        if self.absolute_pos_embed is not None:
-            return x + self.absolute_pos_embed(hw_shape)
-        return x
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: B, C_in, H, W images. Returns B, C_i, ceil(H/s_i), ceil(W/s_i) maps for `out_indices`."""
         if x.dim() == 4 and (x.shape[-2] < self.patch_size[0] or x.shape[-1] < self.patch_size[1]):
             raise ValueError(f'{type(self).__name__} needs an input of at least {self.patch_size[0]}x'
                              f'{self.patch_size[1]} pixels (one patch), got {x.shape[-2]}x{x.shape[-1]}')
         x, hw_shape = self.patch_embed(x)  # B, C, H, W -> B, N, C
-        x = self.drop_after_pos(self._add_absolute_pe(x, hw_shape))
+        pe = self.pos_encoding
         outs = []
         for i, stage in enumerate(self.layers):
-            x = stage(x, hw_shape)
+            ctx = pe.prepare(i, hw_shape, x)  # this forward's tables for stage i
+            if i == 0:
+                x = self.drop_after_pos(pe.add_to_tokens(x, hw_shape, 0, ctx))
+            x = stage(x, hw_shape, pe, ctx)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(x)
                 # B, N, C -> B, C, H, W
@@ -414,10 +418,11 @@ class SwinRPB(PEBackbone):
 
     def _freeze_stages(self) -> None:
         self.freeze(self.patch_embed)
-        if self.absolute_pos_embed is not None:
-            self.freeze(self.absolute_pos_embed)
+        self.pos_encoding.freeze_at(0)
         self.drop_after_pos.eval()
         for i in range(min(self.frozen_stages, len(self.layers))):
             self.freeze(self.layers[i])
+            for j in range(-1, len(self.layers[i].blocks)):
+                self.pos_encoding.freeze_at(i, j)
             if i in self.out_indices:
                 self.freeze(getattr(self, f'norm{i}'))

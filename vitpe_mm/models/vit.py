@@ -11,14 +11,13 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
-from ..layers import (AbsolutePositionEmbedding, DerivedTensorCache, DropPath, LayerNorm2d, Mlp,
-                      MultiheadSelfAttention, PatchEmbed, PosConvEncoding, RelativePositionBias,
-                      SinCosPositionEmbedding, check_choice, linear_drop_path_rates, to_2tuple, window_partition,
-                      window_reverse)
+from ..layers import (BlockPE, BlockSpec, DropPath, LayerNorm2d, Mlp, MultiheadSelfAttention, PatchEmbed, StageSpec,
+                      build_pos_encoding, check_choice, grid_token_positions, linear_drop_path_rates, to_2tuple,
+                      window_partition, window_reverse, window_token_positions)
+from ..layers.attention import pad_prefix_bias
 from ..layers._checks import Size2
 from .base import PEBackbone
 from .toolbox_args import VIT_ARGS, with_presets
@@ -45,15 +44,16 @@ class ViTBlock(nn.Module):
         drop_path_rate: stochastic depth of both residual branches.
         norm_eps: LayerNorm epsilon.
         window_size: (Mh, Mw) window, or None for global attention.
-        rel_pos_grid: when given, a learned relative position bias (`rel_pos_bias.relative_position_bias_table`)
-            made for this grid; global blocks resample it to the input grid, windowed blocks use the window.
-        num_prefix_tokens: leading tokens (cls) of a global block; they take a zero relative bias.
+        num_prefix_tokens: leading tokens (cls) of a global block; they take a zero relative bias and no rotation.
+
+    The positional encoding reaches the attention through `forward(..., pe)` (layers/pos_encoding.py): a bias
+    for the window (windowed) or the grid (global), a rotation by the tokens' global grid positions.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  norm_eps: float = 1e-6, window_size: Optional[Tuple[int, int]] = None,
-                 rel_pos_grid: Optional[Tuple[int, int]] = None, num_prefix_tokens: int = 0) -> None:
+                 num_prefix_tokens: int = 0) -> None:
         super().__init__()
         if window_size is not None and num_prefix_tokens:
             raise ValueError('windowed attention works on the patch grid only: it takes no prefix (cls) tokens')
@@ -62,34 +62,35 @@ class ViTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = MultiheadSelfAttention(embed_dims, num_heads, qkv_bias=qkv_bias, attn_drop_rate=attn_drop_rate,
                                            proj_drop_rate=drop_rate)
-        self.rel_pos_bias = RelativePositionBias(window_size or rel_pos_grid, num_heads) if rel_pos_grid else None
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), act_layer=nn.GELU, drop=drop_rate)
-        self._prefixed_bias = DerivedTensorCache()
 
-    def _global_bias(self, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        """(nH, p + H*W, p + H*W) bias for the grid: the table resampled to it, zeros for the prefix tokens."""
-        p = self.num_prefix_tokens
-        if not p:
-            return self.rel_pos_bias(hw_shape)
-        return self._prefixed_bias.get(
-            hw_shape, [self.rel_pos_bias.relative_position_bias_table],
-            lambda: F.pad(self.rel_pos_bias(hw_shape), (p, 0, p, 0)))
-
-    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        """x: (B, prefix + H*W, C) tokens of the grid `hw_shape`. Returns the same shape."""
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int], pe: Optional[BlockPE] = None) -> torch.Tensor:
+        """x: (B, prefix + H*W, C) tokens of the grid `hw_shape`; `pe` the block's positional encoding.
+        Returns the same shape."""
         shortcut = x
         x = self.norm1(x)
+        rotates = pe is not None and pe.rotates
         if self.window_size is not None:
             b, n, c = x.shape
-            bias = self.rel_pos_bias() if self.rel_pos_bias is not None else None
+            bias = pe.attn_bias(self.window_size) if pe is not None else None  # nH, N, N for every window
+            rotation = None
+            if rotates:  # the global positions of the window slots (padding included)
+                pos = window_token_positions(hw_shape, self.window_size, (0, 0), x.device)
+                rotation = pe.rotation(pos, pos)
             # B, H*W, C -> B*nW, Mh*Mw, C
             x, padded_hw = window_partition(x.view(b, hw_shape[0], hw_shape[1], c), self.window_size)
-            x = self.attn(x, bias)
+            x = self.attn(x, bias, rotation)
             x = window_reverse(x, self.window_size, padded_hw, hw_shape).reshape(b, n, c)
         else:
-            x = self.attn(x, self._global_bias(hw_shape) if self.rel_pos_bias is not None else None)
+            p = self.num_prefix_tokens
+            bias = pad_prefix_bias(pe.attn_bias(hw_shape), p) if pe is not None else None  # nH, p+N, p+N
+            rotation = None
+            if rotates:
+                pos = grid_token_positions(hw_shape, x.device)
+                rotation = pe.rotation(pos, pos)
+            x = self.attn(x, bias, rotation, p)
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -117,20 +118,20 @@ class ViTPE(PEBackbone):
             mode, C). out_channels = (C/4, C/2, C, C) for the default out_indices.
 
     Positional encodings (`pe_type`):
-        'abs' (default, ViT/DeiT): learned table `pos_embed.pos_embed` made for the `img_size` grid (with a row
+        'abs' (default, ViT/DeiT): learned table `pos_embed.0.pos_embed` made for the `img_size` grid (with a row
             for the cls token), resampled to the input grid at forward time (bicubic, `interpolate_mode`,
             `antialias`; timm's dynamic_img_size resampling is bicubic with antialias=True, mmseg's is bicubic
-            without: set antialias=False to reproduce mmseg) and cached per grid at inference; a checkpoint's
-            table made for another square grid is resampled on load.
+            without: set antialias=False to reproduce mmseg) once per forward (never cached: EMA weights written
+            through `.data` stay visible); a checkpoint's table made for another square grid is resampled on load.
         'abs_nointerp': the same table, cropped to the input grid (top-left); a grid larger than the table is a
             ValueError.
         'sincos': fixed 2-D sin-cos PE computed for the input grid (MoCo v3 / MAE); the cls token gets none.
         'peg': CPVT's ViT variant ("Conditional Positional Encodings for Vision Transformers", arXiv:2102.10882):
-            a 3x3 depthwise PosConvEncoding (`pos_block`) after the first block, the cls token passed through
+            a 3x3 depthwise PosConvEncoding (`pos_block.0`) after the first block, the cls token passed through
             unchanged, no absolute table.
-        'rel_bias': a learned relative position bias per block (`blocks.{i}.rel_pos_bias`), no absolute table.
-            Global blocks hold a table made for the `img_size` grid and resample it to the input grid (cached
-            per grid); the cls token gets a zero bias. Windowed blocks hold a window-sized table.
+        'rel_bias': a learned relative position bias per block (`rel_pos_bias.0.{i}`), no absolute table.
+            Global blocks hold a table made for the `img_size` grid and resample it to the input grid (every
+            forward); the cls token gets a zero bias. Windowed blocks hold a window-sized table.
         'none': no positional encoding.
 
     Windowed attention (ViTDet): with `window_size`, every block not listed in `global_attn_indexes` attends
@@ -160,7 +161,8 @@ class ViTPE(PEBackbone):
             timm `deit_*_distilled_*`): the patch tokens attend to both, so the features of a distilled checkpoint
             are its own only with it. Needs `with_cls_token`; like the cls token, it gets a PE row (abs) or a
             zero bias (rel_bias) and is never part of an output map.
-        pe_type: one of vitpe_mm.layers.PE_TYPES, see above.
+        pe_type: one of vitpe_mm.layers.PE_TYPES, see above, or a list composing encodings of different kinds
+            (vitpe_mm.layers.pos_encoding), e.g. ['abs', 'rel_bias'].
         interpolate_mode: resampling mode of the absolute PE ('bicubic', 'bilinear', 'nearest', 'area').
         antialias: low-pass filter when the absolute PE is downsampled (bicubic / bilinear).
         window_size: window (int or pair) for ViTDet windowed blocks; None or 0 = all blocks global.
@@ -273,16 +275,7 @@ class ViTPE(PEBackbone):
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, bias=patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_cls_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_dist_token else None
-        if pe_type in ('abs', 'abs_nointerp'):
-            self.pos_embed = AbsolutePositionEmbedding(
-                self.grid_size, embed_dims, self.num_prefix_tokens,
-                interpolate=pe_type == 'abs', interpolation=interpolate_mode, antialias=antialias)
-        elif pe_type == 'sincos':
-            self.pos_embed = SinCosPositionEmbedding(embed_dims, self.num_prefix_tokens)
-        else:
-            self.pos_embed = None
         self.pos_drop = nn.Dropout(drop_rate)
-        self.pos_block = PosConvEncoding(embed_dims, 3, self.num_prefix_tokens) if pe_type == 'peg' else None
 
         dpr = linear_drop_path_rates(drop_path_rate, num_layers)
         self.blocks = nn.ModuleList()
@@ -291,8 +284,15 @@ class ViTPE(PEBackbone):
             self.blocks.append(ViTBlock(
                 embed_dims, num_heads, self.mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps,
                 window_size=self.window_size if windowed else None,
-                rel_pos_grid=self.grid_size if pe_type == 'rel_bias' else None,
                 num_prefix_tokens=0 if windowed else self.num_prefix_tokens))
+        # pos_embed.0 (abs / sincos, with prefix rows), pos_block.0 (PEG after block 0), rel_pos_bias.0.{i},
+        # rope: layers/pos_encoding.py
+        self.pos_encoding = build_pos_encoding(
+            pe_type, [StageSpec(embed_dims, num_heads, self.grid_size,
+                                tuple(BlockSpec(window_size=b.window_size) for b in self.blocks),
+                                num_prefix_tokens=self.num_prefix_tokens)],
+            interpolation=interpolate_mode, antialias=antialias)
+        self.pos_encoding.attach(self)
         self.norm = nn.LayerNorm(embed_dims, eps=norm_eps) if final_norm else None
 
         if out_type == 'sfp':
@@ -394,12 +394,11 @@ class ViTPE(PEBackbone):
             for token in (self.cls_token, self.dist_token):
                 if token is not None:
                     token.requires_grad = False
-            if self.pos_embed is not None:
-                self.freeze(self.pos_embed)
+            self.pos_encoding.freeze_at(0)
         for i in range(min(self.frozen_stages, self.num_layers)):
             self.freeze(self.blocks[i])
-            if i == 0 and self.pos_block is not None:
-                self.freeze(self.pos_block)
+            for j in ((-1, 0) if i == 0 else (i,)):
+                self.pos_encoding.freeze_at(0, j)
         if self.frozen_stages == self.num_layers and self.norm is not None:
             self.freeze(self.norm)
 
@@ -421,22 +420,20 @@ class ViTPE(PEBackbone):
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
         if prefix:  # B, p + h*w, C: cls, then dist, then the grid
             x = torch.cat(prefix + [x], dim=1)
-        if isinstance(self.pos_embed, SinCosPositionEmbedding):
-            x = x + self.pos_embed(hw_shape, x)
-        elif self.pos_embed is not None:
-            x = x + self.pos_embed(hw_shape)
-        x = self.pos_drop(x)
+        pe = self.pos_encoding
+        ctx = pe.prepare(0, hw_shape, x)  # this forward's resampled table etc.
+        x = self.pos_drop(pe.add_to_tokens(x, hw_shape, self.num_prefix_tokens, ctx))
+        x = pe.after_block(x, hw_shape, -1, ctx)
 
         outs = [self._featmap_output(x, hw_shape)] if self.out_origin else []  # the embedded input (mmseg)
         # 'featmap' stops after the last block it returns (later blocks would be computed for nothing)
         depth = self.out_indices[-1] + 1 if self.out_type == 'featmap' else self.num_layers
         for i, block in enumerate(self.blocks[:depth]):
             if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, hw_shape, use_reentrant=False)
+                x = cp.checkpoint(block, x, hw_shape, pe.block(ctx, i), use_reentrant=False)
             else:
-                x = block(x, hw_shape)
-            if i == 0 and self.pos_block is not None:
-                x = self.pos_block(x, hw_shape)
+                x = block(x, hw_shape, pe.block(ctx, i))
+            x = pe.after_block(x, hw_shape, i, ctx)
             if i == self.num_layers - 1 and self.norm is not None:
                 x = self.norm(x)
             if self.out_type == 'featmap' and i in self.out_indices:
