@@ -120,7 +120,8 @@ def _fit_to_model(state: StateDict, model: nn.Module, num_prefix_in_pe: int) -> 
 
 
 def _is_timm(state: Mapping[str, torch.Tensor]) -> bool:
-    return 'patch_embed.proj.weight' in state and any(k.startswith('blocks.0.attn.qkv.') for k in state)
+    return ('patch_embed.proj.weight' in state and any(k.startswith('blocks.0.attn.qkv.') for k in state)
+            and not _is_timm_eva(state))
 
 
 def _convert_timm(state: StateDict, model: nn.Module) -> StateDict:
@@ -160,3 +161,70 @@ def _convert_mmseg(state: StateDict, model: nn.Module) -> StateDict:
 
 register_format('vit', 'timm', _is_timm, _convert_timm)
 register_format('vit', 'mmseg', _is_mmseg, _convert_mmseg)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# timm `Eva` layout of the RoPE-ViT checkpoints ("Rotary Position Embedding for Vision Transformer", arXiv:2403.13298;
+# timm vit_{small,base,large}_patch16_rope[_mixed][_ape]_224.naver_in1k)
+# ---------------------------------------------------------------------------------------------------------------
+# Eva keys that ViTPE has no counterpart for (other Eva variants: EVA-02, DINOv3, PE): refused with their names.
+EVA_UNSUPPORTED = re.compile(r'^(norm_pre|reg_token|attn_pool)|\.(q_norm|k_norm|attn\.norm|mlp\.norm|attn\.gate)\.'
+                             r'|\.(q_proj|k_proj|v_proj|mlp\.fc1_g|mlp\.fc1_x|mlp\.w12|mlp\.w3)\.')
+
+
+def _is_timm_eva(state: Mapping[str, torch.Tensor]) -> bool:
+    """An Eva state dict: separate q/v biases (no k bias), layer scale `gamma_1/2` or RoPE-Mixed `rope.freqs`."""
+    return 'patch_embed.proj.weight' in state and (
+        'blocks.0.attn.q_bias' in state or 'blocks.0.gamma_1' in state or 'rope.freqs' in state)
+
+
+def _convert_timm_eva(state: StateDict, model: nn.Module) -> StateDict:
+    """timm `Eva` keys of the RoPE-ViT models -> ViTPE keys, then as the 'timm' format (heads, prefix, PE table).
+
+    - `attn.q_bias`, `attn.v_bias` -> `attn.qkv.bias` = [q_bias, 0, v_bias] (Eva has no key bias);
+    - layer scale folded into the layer before it (exact: gamma (W x + b) = (gamma W) x + gamma b):
+      `gamma_1` into `attn.proj`, `gamma_2` into `mlp.fc2`;
+    - RoPE-Mixed `rope.freqs` (2, depth, nH, d/2) -> one (2, nH, d/2) tensor per block, `rope.freqs.0.{j}`
+      (pe_type 'rope_mixed'); RoPE-Axial has no tensors (pe_type 'rope_axial');
+    - the `_ape` variants' table has no cls row (no_embed_class): the cls token gets a zero row.
+    Build the model as the checkpoint was trained: `pe_type='rope_axial'` / `'rope_mixed'`, with `'abs'` first for
+    `_ape` (e.g. `['abs', 'rope_mixed']`); a mismatch raises a CheckpointError.
+    """
+    unsupported = sorted(k for k in state if EVA_UNSUPPORTED.search(k))
+    if unsupported:
+        raise CheckpointError(f'timm Eva checkpoint with parts ViTPE does not have: {", ".join(unsupported[:6])}; '
+                              'the RoPE-ViT layout (vit_*_patch16_rope*_224.naver_in1k) is supported')
+    own = model.state_dict()
+    has_freqs = 'rope.freqs' in state
+    model_mixed = any(k.startswith('rope.freqs.') for k in own)
+    has_table, model_table = 'pos_embed' in state, any(k.startswith('pos_embed.') for k in own)
+    if has_freqs != model_mixed or has_table != model_table or not hasattr(model, 'rope'):
+        wanted = 'rope_mixed' if has_freqs else 'rope_axial'
+        wanted = ['abs', wanted] if has_table else wanted
+        raise CheckpointError(f'this timm Eva checkpoint was trained with pe_type={wanted!r} '
+                              f'({"learned" if has_freqs else "no"} rope.freqs, {"a" if has_table else "no"} pos_embed)'
+                              f' but the model has pe_type={getattr(model, "pe_type", "?")!r}: build ViTPE with '
+                              f'pe_type={wanted!r}')
+    out: StateDict = {}
+    for key, value in state.items():
+        if key == 'rope.freqs':
+            for j, block in enumerate(value.unbind(1)):  # 2, depth, nH, d/2 -> depth x (2, nH, d/2)
+                out[f'rope.freqs.0.{j}'] = block.clone()
+            continue
+        match = re.match(r'^blocks\.(\d+)\.(attn\.q_bias|attn\.v_bias|gamma_1|gamma_2)$', key)
+        if match is None:
+            out.setdefault(key, value)
+            continue
+        i, what = match.groups()
+        if what == 'attn.q_bias':
+            v_bias = state[f'blocks.{i}.attn.v_bias']
+            out[f'blocks.{i}.attn.qkv.bias'] = torch.cat([value, torch.zeros_like(value), v_bias])
+        elif what.startswith('gamma'):
+            layer = f'blocks.{i}.attn.proj' if what == 'gamma_1' else f'blocks.{i}.mlp.fc2'
+            out[f'{layer}.weight'] = state[f'{layer}.weight'] * value[:, None]
+            if f'{layer}.bias' in state:
+                out[f'{layer}.bias'] = state[f'{layer}.bias'] * value
+    return _convert_timm(out, model)
+
+
+register_format('vit', 'timm_eva', _is_timm_eva, _convert_timm_eva)
