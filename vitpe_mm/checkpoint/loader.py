@@ -1,7 +1,8 @@
 """Loading foreign checkpoints (official releases, timm, DeiT, mmseg, mmdet) into vitpe_mm backbones.
 
-A checkpoint file is read with `torch.load(weights_only=True)` (never pickled code), unwrapped
-(`state_dict` / `model` / `module` nesting, `module.` and `backbone.` prefixes), its format detected
+A checkpoint (a local file, an http(s) URL or a hub id: vitpe_mm.checkpoint.sources) is read with
+`torch.load(weights_only=True)` (never pickled code; `.safetensors` with safetensors), unwrapped
+(`state_dict` / `model` / `module` nesting, `module.` and `backbone.` prefixes, or a given prefix), its format detected
 from the keys (or named), converted by an explicit key map registered per backbone family, and loaded;
 tables made for another grid or window (`pos_embed`, relative-bias tables) are resampled by the
 modules' own load hooks. Missing and unexpected keys are logged; an unrecognised format or shapes that
@@ -9,16 +10,18 @@ cannot be reconciled raise a `CheckpointError` naming the keys.
 """
 import logging
 import math
-import os
+import pickle
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-logger = logging.getLogger('vitpe_mm')
+from .sources import resolve_checkpoint
 
+logger = logging.getLogger('vitpe_mm')
 StateDict = Dict[str, torch.Tensor]
+MapLocation = Union[str, torch.device, Dict[str, str], Callable[..., Any], None]
 
 
 class CheckpointError(ValueError):
@@ -54,26 +57,65 @@ def formats_for(family: str) -> Tuple[str, ...]:
     return tuple(f.name for f in _FORMATS.get(family, []))
 
 
-def read_checkpoint(path: str) -> object:
-    """Reads a checkpoint file safely (`weights_only=True`); a missing file raises with the path."""
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f'checkpoint file not found: {path}. Convert an official/timm checkpoint with '
-            '`python tools/convert_checkpoint.py SRC DST --model ...`, or drop init_cfg to train from scratch.')
+def read_checkpoint(source: str, map_location: MapLocation = 'cpu') -> object:
+    """Reads a checkpoint safely from a local path, an http(s) URL or a hub id (vitpe_mm.checkpoint.sources).
+
+    `.safetensors` files are read with safetensors; everything else with `torch.load(weights_only=True)` (never
+    pickled code). A file that plain weights-only loading refuses is tried once more with the few types an
+    mmengine Runner checkpoint holds allowed (`vitpe_mm.engine.mmengine_checkpoint_globals`), so
+    `work_dirs/.../iter_N.pth` can be a Pretrained checkpoint too.
+    """
+    path = resolve_checkpoint(source)
+    if path.endswith('.safetensors'):
+        return _read_safetensors(path, map_location)
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = err
     except Exception as err:  # noqa: BLE001 - re-raised with the path and what is accepted
-        raise CheckpointError(
-            f'could not read {path} as a tensor-only checkpoint ({type(err).__name__}: {err}). Files holding '
-            'pickled Python objects are refused for safety; re-save the state_dict with torch.save.') from err
+        raise _unreadable(path, err) from err
+    try:
+        from ..engine.safe_load import mmengine_checkpoint_globals
+    except ImportError:  # mmengine not installed: nothing more to allow
+        raise _unreadable(path, first) from first
+    try:
+        with mmengine_checkpoint_globals():
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise _unreadable(path, err) from err
 
 
-def unwrap_state_dict(obj: object) -> StateDict:
+def _unreadable(path: str, err: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f'could not read {path} as a tensor-only checkpoint ({type(err).__name__}: {err}). Files holding '
+        'pickled Python objects (beyond what an mmengine training checkpoint holds) are refused for safety; '
+        're-save the state_dict with torch.save.')
+
+
+def _read_safetensors(path: str, map_location: MapLocation) -> StateDict:
+    if map_location is None:
+        map_location = 'cpu'
+    if not isinstance(map_location, (str, torch.device)):
+        raise CheckpointError(f'{path}: a .safetensors file is read to one device; map_location must be a device '
+                              f'such as "cpu" or "cuda:0", got {map_location!r}')
+    try:
+        from safetensors.torch import load_file
+    except ImportError as err:
+        raise CheckpointError(f'{path}: reading .safetensors files needs the safetensors package '
+                              '(pip install safetensors)') from err
+    try:
+        return load_file(path, device=str(map_location))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own SafetensorError
+        raise CheckpointError(f'could not read {path} as a safetensors file ({type(err).__name__}: {err})') from err
+
+
+def unwrap_state_dict(obj: object, prefix: Optional[str] = None) -> StateDict:
     """Returns the flat tensor dict inside common wrappers, without `module.`/`backbone.` prefixes.
 
     Accepts a state dict or a dict with 'state_dict', 'model', 'model_state' or 'module' holding one.
-    When some keys start with `backbone.` (an mmdet/mmseg detector checkpoint), only those are kept.
+    With `prefix` ('backbone.' or 'backbone'), only the keys under it are kept, without it, as mmengine's
+    `PretrainedInit(prefix=...)` does; otherwise, when some keys start with `backbone.` (an mmdet/mmseg detector
+    checkpoint), only those are kept.
     """
     seen = 0
     while isinstance(obj, Mapping) and seen < 4:
@@ -89,6 +131,13 @@ def unwrap_state_dict(obj: object) -> StateDict:
         raise CheckpointError(f'checkpoint holds no tensors (top-level keys: {sorted(obj)[:10]})')
     if all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not selected:
+            raise CheckpointError(f'prefix {prefix!r} selects none of the checkpoint\'s {len(state)} keys '
+                                  f'(first keys: {", ".join(sorted(state)[:6])})')
+        return selected
     if any(k.startswith('backbone.') for k in state):
         state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
     return state
@@ -188,10 +237,19 @@ def load_state_dict_checked(model: nn.Module, state: StateDict, source: str = 'c
 
 
 def load_pretrained(model: nn.Module, checkpoint: str, family: str, fmt: str = 'auto',
-                    allow_unexpected: bool = False) -> Dict[str, object]:
-    """Reads, unwraps, converts and loads `checkpoint` into `model`. Returns a small report."""
-    state = unwrap_state_dict(read_checkpoint(checkpoint))
-    converted, fmt = convert_state_dict(state, model, family, fmt)
+                    allow_unexpected: bool = False, prefix: Optional[str] = None,
+                    map_location: MapLocation = 'cpu') -> Dict[str, object]:
+    """Reads (from a path, URL or hub id), unwraps, converts and loads `checkpoint` into `model`.
+
+    Returns a small report: the format, the missing and the unexpected keys.
+    """
+    try:
+        state = unwrap_state_dict(read_checkpoint(checkpoint, map_location), prefix)
+        converted, fmt = convert_state_dict(state, model, family, fmt)
+    except CheckpointError as err:  # named with the file it is about
+        if str(checkpoint) in str(err):
+            raise
+        raise CheckpointError(f'{checkpoint}: {err}') from err
     missing, unexpected = load_state_dict_checked(model, converted, f'{checkpoint} ({fmt} format)', allow_unexpected)
     logger.info('loaded %s into %s as %s format (%d tensors)', checkpoint, type(model).__name__, fmt, len(converted))
     return {'format': fmt, 'missing_keys': missing, 'unexpected_keys': unexpected}

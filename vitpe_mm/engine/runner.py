@@ -22,6 +22,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..checkpoint.sources import is_remote
 from .hooks import IterationSeedHook
 from .safe_load import mmengine_checkpoint_globals
 from .safe_save import use_safe_checkpoint_hook, use_safe_logger_hook
@@ -138,8 +139,8 @@ def _pretrained_entries(node: Any, where: str) -> List[Tuple[str, str, dict]]:
 def check_pretrained_files(cfg: Config) -> None:
     """Raises FileNotFoundError for a local `Pretrained` checkpoint of the model that is not on disk."""
     for key, path, owner in _pretrained_entries(cfg.get('model'), 'model'):
-        if _has_scheme(path) or os.path.isfile(os.path.expanduser(path)):
-            continue
+        if _has_scheme(path) or is_remote(path) or os.path.isfile(os.path.expanduser(path)):
+            continue  # URLs and hub ids are fetched (or found in their cache) when the weights are loaded
         model = owner.get('type') if isinstance(owner.get('type'), str) else 'CPVTv2|SwinRPB|ViTPE'
         arch = owner.get('arch') if isinstance(owner.get('arch'), str) else '...'
         raise FileNotFoundError(

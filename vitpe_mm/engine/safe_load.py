@@ -18,12 +18,16 @@ checkpoints written by mmdet Mask R-CNN and mmseg UperNet runs; see tests/engine
 * `builtins.getattr`, but only as a stand-in that resolves `HistoryBuffer.min/max/current/mean` and refuses every
   other (object, name) pair — a general `getattr` would hand out any attribute of any allowed object.
 
-`collections.OrderedDict`/`Counter`, `_codecs.encode` and the torch types are allowed by torch already.
+`collections.OrderedDict`/`Counter`, `_codecs.encode` and the torch types are allowed by torch >= 2.4 already (and
+added for older torch, see `_allowlist_unpickler`).
 """
+import _compat_pickle
+import codecs
+import collections
 import contextlib
 import importlib
 import pickle
-from typing import Any, Callable, Iterator, List, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -68,12 +72,72 @@ def mmengine_checkpoint_safe_globals() -> List[SafeGlobal]:
     return entries
 
 
+def _qualified_name(entry: SafeGlobal) -> str:
+    return entry[1] if isinstance(entry, tuple) else f'{entry.__module__}.{entry.__qualname__}'
+
+
+# What torch >= 2.4 allows by default beyond torch 2.1's list (torch/_weights_only_unpickler.py): protocol-2
+# pickles write bytes (a numpy array's data) as _codecs.encode(str, 'latin1').
+_NEWER_TORCH_DEFAULTS = {'_codecs.encode': codecs.encode, 'collections.Counter': collections.Counter,
+                         'torch.device': torch.device, 'builtins.set': set, 'builtins.bytearray': bytearray,
+                         'builtins.complex': complex}
+
+
+class _AllowlistUnpickler(pickle.Unpickler):
+    """The restricted unpickler of Python's pickle documentation ("Restricting Globals"): every global the file
+    names is looked up in `allowed` (torch's own weights-only list plus the mmengine types) and nothing else, so
+    REDUCE / NEWOBJ / BUILD can only act on those objects."""
+
+    allowed: Dict[str, Any] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        # protocol-2 pickles name Python 2 modules (__builtin__.getattr); map them as pickle and torch do
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        full_name = f'{module}.{name}'
+        if full_name in self.allowed:
+            return self.allowed[full_name]
+        raise pickle.UnpicklingError(
+            f'Unsupported global: GLOBAL {full_name} is not an allowed global (torch weights-only types and '
+            'the types of an mmengine checkpoint)')
+
+
+@contextlib.contextmanager
+def _allowlist_unpickler(entries: List[SafeGlobal]) -> Iterator[None]:
+    """torch < 2.5 (no `torch.serialization.safe_globals`): torch 2.1-2.3 have no allowlist API at all, and their
+    weights-only unpickler builds (NEWOBJ / BUILD) only tensors, parameters and OrderedDicts, so a HistoryBuffer or
+    a numpy array cannot be allowed there by adding globals. While the block runs, the unpickler that
+    `torch.load(weights_only=True)` takes from `torch._weights_only_unpickler` is a find_class-restricted one over
+    torch's list plus `entries`; torch.load's own code (storages, map_location) is unchanged."""
+    module = torch._weights_only_unpickler
+    allowed = dict(module._get_allowed_globals())
+    for name, obj in _NEWER_TORCH_DEFAULTS.items():
+        allowed.setdefault(name, obj)
+    allowed.update({_qualified_name(entry): entry[0] if isinstance(entry, tuple) else entry for entry in entries})
+    unpickler = type('AllowlistUnpickler', (_AllowlistUnpickler,), {'allowed': allowed})
+    previous = module.Unpickler
+    module.Unpickler = unpickler
+    try:
+        yield
+    finally:
+        module.Unpickler = previous
+
+
 @contextlib.contextmanager
 def mmengine_checkpoint_globals() -> Iterator[None]:
     """Allows the types of an mmengine runner checkpoint in `torch.load(weights_only=True)` inside the block.
 
-    Use it around a runner's own checkpoint reads only (resume, `load_from`). A checkpoint holding anything else
-    (pickled classes, functions, other getattr look-ups) is still refused with torch's `UnpicklingError`.
+    Use it around a runner's own checkpoint reads (resume, `load_from`) and mmengine checkpoints used as
+    pretrained weights. A checkpoint holding anything else (pickled classes, functions, other getattr look-ups) is
+    still refused with an `UnpicklingError`. torch >= 2.5: `torch.serialization.safe_globals`; older torch (2.1
+    included): a restricted unpickler in place of torch's for the duration of the block.
     """
-    with torch.serialization.safe_globals(mmengine_checkpoint_safe_globals()):
-        yield
+    entries = mmengine_checkpoint_safe_globals()
+    if hasattr(torch.serialization, 'safe_globals'):
+        with torch.serialization.safe_globals(entries):
+            yield
+    else:
+        with _allowlist_unpickler(entries):
+            yield

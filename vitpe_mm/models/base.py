@@ -1,13 +1,15 @@
 """What every vitpe_mm backbone shares: the OpenMMLab backbone contract around a torch model.
 
-Handles `init_cfg=dict(type='Pretrained', checkpoint=PATH[, format=...])` through vitpe_mm.checkpoint
-(foreign formats detected from keys and converted), `frozen_stages` kept frozen in train(), and the
+Handles `init_cfg=dict(type='Pretrained', checkpoint=PATH|URL|HUB_ID[, prefix=, map_location=, format=,
+allow_unexpected=])` through vitpe_mm.checkpoint (foreign formats detected from keys and converted, tables
+resampled; `model.init_cfg` keeps the dict, as mmengine's modules do), `frozen_stages` kept frozen in train(), and the
 names of parameters that should get no weight decay; the argument names of the OpenMMLab backbones each one
 replaces (`toolbox_args`, vitpe_mm.models.toolbox_args) and mmseg's `norm_eval`.
 """
 import functools
 import inspect
-from typing import List, Optional, Tuple
+import logging
+from typing import List, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -31,6 +33,31 @@ def init_linear_and_norm(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'format', 'allow_unexpected')
+
+
+def split_pretrained(init_cfg: Union[dict, list, None]) -> Tuple[Optional[dict], List[dict]]:
+    """(the Pretrained entry or None, the other entries) of an init_cfg dict or list; checks the Pretrained one."""
+    if init_cfg is None:
+        return None, []
+    if not isinstance(init_cfg, (dict, list, tuple)):
+        raise ValueError(f'init_cfg must be a dict such as dict(type="Pretrained", checkpoint=PATH), got {init_cfg!r}')
+    entries = [init_cfg] if isinstance(init_cfg, dict) else list(init_cfg)
+    pretrained = [e for e in entries if isinstance(e, dict) and e.get('type') == 'Pretrained']
+    others = [e for e in entries if not (isinstance(e, dict) and e.get('type') == 'Pretrained')]
+    if len(pretrained) > 1:
+        raise ValueError(f'init_cfg holds {len(pretrained)} Pretrained entries; give one: {init_cfg!r}')
+    if not pretrained:
+        return None, others
+    cfg = pretrained[0]
+    unknown = sorted(set(cfg) - set(PRETRAINED_KEYS))
+    if unknown or not cfg.get('checkpoint'):
+        raise ValueError(
+            f'init_cfg Pretrained takes checkpoint=PATH|URL|HUB_ID and optionally prefix=, map_location=, format=, '
+            f'allow_unexpected=; got {dict(cfg)!r}' + (f' (unknown: {", ".join(unknown)})' if unknown else ''))
+    return dict(cfg), others
 
 
 class PEBackbone(BaseModule):
@@ -90,27 +117,36 @@ class PEBackbone(BaseModule):
 
     def __init__(self, pe_type: str, frozen_stages: int = -1, init_cfg: Optional[dict] = None) -> None:
         pe_type = parse_pe_type(pe_type)  # a name or a list of names (composed encodings)
-        if init_cfg is not None and not isinstance(init_cfg, (dict, list)):
-            raise ValueError(f'init_cfg must be a dict such as dict(type="Pretrained", checkpoint=PATH), got {init_cfg!r}')
-        pretrained = None
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            unknown = set(init_cfg) - {'type', 'checkpoint', 'format', 'allow_unexpected'}
-            if unknown or 'checkpoint' not in init_cfg:
-                raise ValueError(f'init_cfg Pretrained takes checkpoint=PATH and optionally format=NAME, allow_unexpected=bool; '
-                                 f'got {init_cfg!r}')
-            pretrained, init_cfg = dict(init_cfg), None
-        super().__init__(init_cfg=init_cfg)
+        split_pretrained(init_cfg)  # fails here, at build time, on a malformed Pretrained entry
+        super().__init__(init_cfg=init_cfg)  # kept as given: mmengine tooling reads model.init_cfg
         self.pe_type = pe_type
         self.frozen_stages = frozen_stages
-        self._pretrained = pretrained
 
     def init_weights(self) -> None:
-        if self._pretrained is None:
+        """mmengine's init_weights, with a Pretrained init_cfg loaded by vitpe_mm.checkpoint.
+
+        Other init_cfg entries and child modules are initialised by mmengine first, then the checkpoint is
+        loaded (mmengine's order); mmengine's own PretrainedInit never sees the entry (it cannot read foreign
+        formats). Like mmengine, a second call does nothing.
+        """
+        pretrained, others = split_pretrained(self.init_cfg)
+        if pretrained is None:
             super().init_weights()
             return
-        report = load_pretrained(self, self._pretrained['checkpoint'], self.family,
-                                 self._pretrained.get('format', 'auto'), self._pretrained.get('allow_unexpected', False))
-        print_log(f'{type(self).__name__}: loaded {self._pretrained["checkpoint"]} ({report["format"]} format); '
+        if self._is_init:
+            print_log(f'init_weights of {type(self).__name__} has been called more than once: the checkpoint is '
+                      'not loaded again', logger='current', level=logging.WARNING)
+            return
+        init_cfg, self.init_cfg = self.init_cfg, (others or None)
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = init_cfg
+        source = pretrained['checkpoint']
+        report = load_pretrained(self, source, self.family, pretrained.get('format', 'auto'),
+                                 pretrained.get('allow_unexpected', False), pretrained.get('prefix'),
+                                 pretrained.get('map_location', 'cpu'))
+        print_log(f'{type(self).__name__}: loaded {source} ({report["format"]} format); '
                   f'missing {len(report["missing_keys"])}, unexpected {len(report["unexpected_keys"])}',
                   logger='current')
         self._is_init = True
