@@ -1,18 +1,20 @@
-"""tools/benchmark.py in --quick mode: the JSON carries every field and the output check (no timing assertions)."""
-import importlib.util
+"""The benchmark: the reference pairs and their measurement (vitpe_mm/bench/), and tools/benchmark.py in --quick
+mode: the JSON carries every field and the output check (no timing assertions)."""
+import argparse
 import json
-import os
 
 import pytest
+import torch
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+from vitpe_mm.bench import FAMILIES, PAIR_CLASSES, PAIRS, WholeModelPair, compare_outputs
+from vitpe_mm.bench.measure import run_case
+from vitpe_mm.bench.pairs import CPVTTimm
+
+from conftest import load_tool, perturb
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('vitpe_benchmark', os.path.join(ROOT, 'tools', 'benchmark.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('benchmark')
 
 
 def _pairs():
@@ -116,3 +118,52 @@ def test_bf16_rows_report_each_sides_error_against_fp32(tmp_path):
         err = row['low_precision_mean_abs_error']
         # both sides carry bf16 rounding (> 0), and ours is not less accurate than the reference
         assert 0 < err['ours'] <= 1.2 * err['ref'], err
+
+
+def test_families_group_every_pair_once():
+    """--models families: each pair in exactly one group, 'backbones' the pairs without a toolbox model."""
+    assert FAMILIES['all'] == PAIRS == tuple(PAIR_CLASSES)
+    groups = [name for name in FAMILIES if name not in ('all', 'backbones')]
+    assert sorted(p for g in groups for p in FAMILIES[g]) == sorted(PAIRS)
+    assert set(FAMILIES['backbones']) == {n for n, c in PAIR_CLASSES.items() if not issubclass(c, WholeModelPair)}
+    assert {'maskrcnn-swin', 'upernet-cpvt'}.isdisjoint(FAMILIES['backbones'])
+    for name, cls in PAIR_CLASSES.items():
+        assert cls.name == name and cls.group in groups and cls.family in ('swin', 'cpvt', 'vit') and cls.description
+    help_text = _tool().build_parser().format_help()
+    assert all(name in help_text for name in PAIRS) and 'Method' in help_text
+
+
+def test_compare_outputs_scales_large_maps_and_names_shape_mismatches():
+    ref = [torch.zeros(2, 3), torch.full((4,), 100.0)]
+    ours = [torch.full((2, 3), 1e-3), torch.full((4,), 100.5)]
+    diff, diffs, scaled = compare_outputs(ours, ref)
+    assert diffs == pytest.approx([1e-3, 0.5]) and diff == pytest.approx(0.5)
+    assert scaled == pytest.approx(0.5 / 100)  # relative to the map's largest value above 1
+    diff, diffs, scaled = compare_outputs([torch.zeros(2, 3)], [torch.zeros(3, 2)])
+    assert diff is None and scaled is None and diffs == ['shape (2, 3) vs (3, 2)']
+    assert compare_outputs([torch.zeros(1)], [])[1] == ['1 outputs vs 0']
+
+
+def test_perturb_changes_every_parameter_reproducibly():
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    base = model().state_dict()
+    a, b = perturb(model(), seed=3, std=0.1), perturb(model(), seed=3, std=0.1)
+    c = perturb(model(), seed=4, std=0.1)
+    for key, value in base.items():
+        assert not torch.equal(a.state_dict()[key], value), key
+        assert torch.equal(a.state_dict()[key], b.state_dict()[key]), key
+        assert not torch.equal(a.state_dict()[key], c.state_dict()[key]), key
+
+
+def test_run_case_on_a_pair_from_the_package():
+    """The package API without the tool: a tiny pair, one fp32 forward row, equal outputs."""
+    pytest.importorskip('timm')
+    pair = CPVTTimm(tiny=True, device=torch.device('cpu'))
+    options = argparse.Namespace(compile=False, warmup=0, repeats=1, no_memory=True, no_flops=True,
+                                 peak_tflops=None)
+    (row,) = run_case(pair, (64, 128), 1, 'fp32', ['fwd'], options)
+    assert row['pair'] == 'cpvt-timm' and row['size'] == [64, 128] and row['equal'] is True
+    assert row['max_abs_diff'] <= 1e-5 and row['checkpoint_format'] == pair.fmt
+    assert 'peak_mem_bytes' not in row['ours'] and 'flops' not in row['ours']
