@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ._compat import assume_constant_result, is_compiling
+from ._compat import TORCH_VERSION, assume_constant_result, is_compiling
 
 
 # On CPU the fused kernel (flash attention for CPU) works on query/key tiles of 32+ tokens: for small windows
@@ -49,6 +49,8 @@ def cpu_query_splits(q: torch.Tensor, k: torch.Tensor, attn_bias: Optional[torch
     if (q.device.type != 'cpu' or not needs_grad or attn_bias is not None
             or q.shape[-2] * k.shape[-2] < CPU_FUSED_MIN_SCORES):
         return 1
+    if TORCH_VERSION < (2, 2) and is_compiling():
+        return 1  # torch 2.1's inductor miscompiles the expanded keys (a stride assertion fails at run time)
     batch_heads = math.prod(q.shape[:-2])
     threads = _num_threads()
     if batch_heads >= threads:
@@ -66,8 +68,10 @@ def _fused_split_queries(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, drop
     heads = lead[-1] if lead else 1
     outer = lead[:-1]
     qs = q.reshape(*outer, heads * splits, n // splits, d)
-    ks, vs = (t.unsqueeze(-3).expand(*t.shape[:-2], splits, *t.shape[-2:]).reshape(*outer, heads * splits,
-                                                                                      *t.shape[-2:]) for t in (k, v))
+    # (..., heads, M, d) -> (..., heads * splits, M, d); two plain calls, not a generator (dynamo in torch 2.1
+    # cannot unpack one)
+    ks = k.unsqueeze(-3).expand(*k.shape[:-2], splits, *k.shape[-2:]).reshape(*outer, heads * splits, *k.shape[-2:])
+    vs = v.unsqueeze(-3).expand(*v.shape[:-2], splits, *v.shape[-2:]).reshape(*outer, heads * splits, *v.shape[-2:])
     out = F.scaled_dot_product_attention(qs, ks, vs, dropout_p=dropout_p, scale=scale)
     return out.reshape(*lead, n, out.shape[-1])
 
