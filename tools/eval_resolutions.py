@@ -90,19 +90,18 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
                                    write_csv, write_json)
     from vitpe_mm.analysis.sweep import evaluate_at_scales, scales_for
     from vitpe_mm.engine import init_distributed
-    from vitpe_mm.engine.tool_modules import load_tool
+    from vitpe_mm.engine.cli import parse_test_args, setup_test_cfg
 
-    test_tool = load_tool('test')
     out_dir = Path(args.out_dir or Path('work_dirs') / 'eval_resolutions' / Path(args.config).stem)
     labels = args.labels or checkpoint_labels([checkpoint for _, checkpoint in args.runs])
     cfgs = {}
     try:
         specs = parse_scales(args.scales)
         for label, (config, checkpoint) in zip(labels, args.runs):
-            test_args = test_tool.parse_args([config, checkpoint, '--launcher', args.launcher,
-                                              '--work-dir', str(out_dir / 'runs')])
+            test_args = parse_test_args([config, checkpoint, '--launcher', args.launcher,
+                                         '--work-dir', str(out_dir / 'runs')])
             test_args.cfg_options = args.cfg_options
-            cfgs[label] = test_tool.setup_test_cfg(test_args)
+            cfgs[label] = setup_test_cfg(test_args)
         first = next(iter(cfgs.values()))
         toolbox = first.default_scope
         if any(cfg.default_scope != toolbox for cfg in cfgs.values()):

@@ -15,8 +15,14 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-from vitpe_mm.engine import (HISTORY_BUFFER_STATISTICS, IterationSeedHook, SafeLoadRunner, iteration_seed,
-                             mmengine_checkpoint_globals, mmengine_checkpoint_safe_globals)
+from vitpe_mm.engine import (
+    HISTORY_BUFFER_STATISTICS,
+    IterationSeedHook,
+    SafeLoadRunner,
+    iteration_seed,
+    mmengine_checkpoint_globals,
+    mmengine_checkpoint_safe_globals,
+)
 
 
 class NoisyRegressor(BaseModel):

@@ -1,5 +1,6 @@
-"""vitpe_mm/engine/safe_save.py: atomic checkpoint files, a CheckpointHook that keeps the previous checkpoint
-until the new one is on disk, and a LoggerHook whose test metrics file only the main process writes."""
+"""vitpe_mm/engine/safe_save.py and its hooks (vitpe_mm/engine/hooks.py): atomic checkpoint files, a CheckpointHook
+that keeps the previous checkpoint until the new one is on disk, and a LoggerHook whose test metrics file only the
+main process writes."""
 import json
 import os
 import signal
@@ -18,10 +19,9 @@ from mmengine.logging import MessageHub, MMLogger
 from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import save_checkpoint
 
-from vitpe_mm.engine import safe_save
-from vitpe_mm.engine.safe_save import (ATOMIC_BACKEND, AtomicLocalBackend, SafeCheckpointHook, SafeLoggerHook,
-                                       atomic_write, remove_stale_tmp_files, use_safe_checkpoint_hook,
-                                       use_safe_logger_hook)
+from vitpe_mm.engine import hooks as engine_hooks
+from vitpe_mm.engine.hooks import SafeCheckpointHook, SafeLoggerHook, use_safe_checkpoint_hook, use_safe_logger_hook
+from vitpe_mm.engine.safe_save import ATOMIC_BACKEND, AtomicLocalBackend, atomic_write, remove_stale_tmp_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -167,7 +167,7 @@ def test_test_metrics_file_is_written_by_the_main_process_only(tmp_path, monkeyp
     `{..., "time": 0.26}6}` in a CI run)."""
     hooks = {}
     for rank in (1, 0):
-        monkeypatch.setattr(safe_save, 'is_main_process', lambda rank=rank: rank == 0)
+        monkeypatch.setattr(engine_hooks, 'is_main_process', lambda rank=rank: rank == 0)
         runner, tag = fake_test_runner(tmp_path, rank)
         hook = hooks[rank] = hook_type()
         hook.json_log_path = '20261121_204206.json'  # set in before_run from the runner's (shared) timestamp
@@ -193,7 +193,7 @@ def test_logs_are_copied_to_out_dir_by_the_main_process_only(tmp_path, monkeypat
     hook = hook_type(out_dir=str(tmp_path / 'out'), keep_local=False)
     closed = []
     for rank in (1, 0):
-        monkeypatch.setattr(safe_save, 'is_main_process', lambda rank=rank: rank == 0)
+        monkeypatch.setattr(engine_hooks, 'is_main_process', lambda rank=rank: rank == 0)
         runner = SimpleNamespace(_log_dir=str(log_dir), logger=SimpleNamespace(info=lambda msg: None, handlers=[]),
                                  visualizer=SimpleNamespace(close=lambda rank=rank: closed.append(rank)))
         hook.after_run(runner)

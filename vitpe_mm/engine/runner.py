@@ -23,9 +23,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..checkpoint.sources import is_remote
-from .hooks import IterationSeedHook
+from .hooks import IterationSeedHook, use_safe_checkpoint_hook, use_safe_logger_hook
 from .safe_load import mmengine_checkpoint_globals
-from .safe_save import use_safe_checkpoint_hook, use_safe_logger_hook
 
 __all__ = ['TOOLBOXES', 'LAUNCHERS', 'SafeLoadRunner', 'build_runner', 'check_inputs', 'check_pretrained_files',
            'add_iteration_seed_hook', 'detect_toolbox', 'fit_to_machine', 'init_distributed', 'load_config',

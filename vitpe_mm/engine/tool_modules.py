@@ -1,8 +1,9 @@
-"""The repository's command-line tools as importable modules, so that a tool can reuse another's config set-up.
+"""Deprecated: the command-line tools loaded from their files, for the two test files that still import it
+(tests/tools/test_pe_ablation.py, tests/tools/test_eval_resolutions.py); delete it once they take `load_tool` from
+tests/conftest.py, which is the one loader for tests.
 
-tools/ is no package, and `import test` would find the standard library's `test` package, so a tool is loaded
-from its file: `load_tool('test').setup_test_cfg(args)` is exactly what tools/test.py runs before building its
-runner (tools/eval_resolutions.py and tools/pe_ablation.py evaluate and train through it).
+No library or tool code uses it: what the tools share lives in the package (`vitpe_mm.engine.cli`: the train / test
+arguments and config set-up).
 """
 import importlib.util
 import sys
