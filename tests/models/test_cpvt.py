@@ -8,18 +8,14 @@ import torch.nn.functional as F
 from vitpe_mm.layers import PE_TYPES, resample_abs_pos_embed
 from vitpe_mm.models.cpvt import ARCH_SETTINGS, CPVTv2, min_input_size
 
+from conftest import perturb
+
 # Narrow and shallow, same structure as the presets (patch 4, 2, 2, 2; sr 8, 4, 2, 1).
 TINY = dict(embed_dims=(16, 32, 40, 64), num_heads=(1, 2, 5, 8), mlp_ratios=(2, 2, 2, 2), depths=(1, 2, 1, 1))
 STRIDES = (4, 8, 16, 32)
 
 
-def _perturb(model, seed=1, std=0.02):
-    """Random weights everywhere (biases, norms, PEG too), so equivalence checks see every parameter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
+_perturb = perturb  # random weights everywhere (biases, norms, PEG too): equivalence checks see every parameter
 
 
 def _tiny(**kwargs):
@@ -256,7 +252,7 @@ def test_every_pe_type_runs(pe_type):
     model = _tiny(pe_type=pe_type)
     names = [n for n, _ in model.named_parameters()]
     assert any('pos_block' in n for n in names) == (pe_type == 'peg')
-    assert any('pos_embeds' in n for n in names) == (pe_type in ('abs', 'abs_nointerp'))
+    assert any('pos_embed' in n for n in names) == (pe_type in ('abs', 'abs_nointerp'))
     assert any('relative_position_bias_table' in n for n in names) == (pe_type == 'rel_bias')
     sizes = [(224, 224), (96, 160)] + ([(320, 288)] if pe_type != 'abs_nointerp' else [])
     for hw in sizes:
@@ -267,7 +263,7 @@ def test_every_pe_type_runs(pe_type):
 
 def test_none_has_no_pe_and_differs_from_peg():
     peg, none = _tiny(), _tiny(pe_type='none')
-    assert peg.pos_block is not None and none.pos_block is None and none.pos_embeds is None
+    assert peg.pos_block is not None and none.pos_block is None and none.pos_embed is None
     assert not [n for n, _ in none.named_parameters() if 'pos' in n]
     state = {k: v for k, v in peg.state_dict().items() if not k.startswith('pos_block')}
     none.load_state_dict(state)
@@ -283,16 +279,16 @@ def test_none_has_no_pe_and_differs_from_peg():
 def test_abs_tables_per_stage_and_resampled():
     model = _tiny(pe_type='abs', img_size=128)
     grids = [32, 16, 8, 4]
-    for pe, grid, dims in zip(model.pos_embeds, grids, TINY['embed_dims']):
+    for pe, grid, dims in zip(model.pos_embed, grids, TINY['embed_dims']):
         assert pe.pos_embed.shape == (1, grid * grid, dims)
     # At the pre-training size the tables are used as they are; elsewhere resampled to the grid.
-    table = model.pos_embeds[1]((20, 12))
-    torch.testing.assert_close(table, resample_abs_pos_embed(model.pos_embeds[1].pos_embed, (20, 12), (16, 16), 0))
+    table = model.pos_embed[1]((20, 12))
+    torch.testing.assert_close(table, resample_abs_pos_embed(model.pos_embed[1].pos_embed, (20, 12), (16, 16), 0))
     # Added after the patch embedding, before the blocks.
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         tokens, hw = model.patch_embeds[0](x)
-        tokens = tokens + model.pos_embeds[0].pos_embed
+        tokens = tokens + model.pos_embed[0].pos_embed
         for block in model.blocks[0]:
             tokens = block(tokens, hw)
         torch.testing.assert_close(model(x)[0], tokens.transpose(1, 2).reshape(1, -1, *hw), atol=1e-6, rtol=0)
@@ -310,27 +306,26 @@ def test_sincos_computed_for_the_grid_without_params():
     model = _tiny(pe_type='sincos')
     assert not [n for n, _ in model.named_parameters() if 'pos' in n]
     like = torch.zeros(1)
-    torch.testing.assert_close(model.pos_embeds[2]((5, 9), like), build_sincos_2d_pos_embed((5, 9), 40))
-    assert model.pos_embeds[2]((5, 9), like) is model.pos_embeds[2]((5, 9), like)  # cached
+    torch.testing.assert_close(model.pos_embed[2]((5, 9), like), build_sincos_2d_pos_embed((5, 9), 40))
+    assert model.pos_embed[2]((5, 9), like) is model.pos_embed[2]((5, 9), like)  # cached
 
 
 def test_rel_bias_table_made_for_the_reduced_pretrain_grid():
     model = _tiny(pe_type='rel_bias', img_size=224)
     # key grids at 224: 56/8 = 28/4 = 14/2 = 7/1 = 7 -> (2*7-1)^2 rows
-    for stage, heads in zip(model.blocks, TINY['num_heads']):
-        for block in stage:
-            assert block.attn.rel_pos_bias.relative_position_bias_table.shape == (13 * 13, heads)
-    attn = model.blocks[0][0].attn
+    for stage, heads in zip(model.rel_pos_bias, TINY['num_heads']):
+        for table in stage:
+            assert table.relative_position_bias_table.shape == (13 * 13, heads)
     with torch.no_grad():
-        bias = attn.rel_pos_bias((20, 24), (2, 3))
+        bias = model.rel_pos_bias[0][0]((20, 24), (2, 3))
     assert bias.shape == (1, 20 * 24, 6)
     # The bias changes the output: zeroing every table gives another result.
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         before = model(x)[-1]
-        for stage in model.blocks:
-            for block in stage:
-                block.attn.rel_pos_bias.relative_position_bias_table.zero_()
+        for stage in model.rel_pos_bias:
+            for table in stage:
+                table.relative_position_bias_table.zero_()
         assert not torch.allclose(model(x)[-1], before, atol=1e-4)
 
 
@@ -465,14 +460,21 @@ def test_with_cp_same_outputs_and_grads():
         torch.testing.assert_close(a.grad, b.grad, msg=n)
 
 
-def test_inference_reuses_cached_tables():
+def test_inference_repeats_and_follows_table_writes():
+    # the resampled bias tables are recomputed every forward: a write through `.data` (EMA hooks) shows at once
     model = _tiny(pe_type='rel_bias')
     x = torch.randn(1, 3, 100, 100)
     with torch.no_grad():
         first = model(x)
-        caches = [len(block.attn.rel_pos_bias._cache) for stage in model.blocks for block in stage]
         second = model(x)
-    assert all(n == 1 for n in caches)
-    assert all(len(block.attn.rel_pos_bias._cache) == 1 for stage in model.blocks for block in stage)
-    for a, b in zip(first, second):
+        for stage in model.rel_pos_bias:
+            for table in stage:
+                table.relative_position_bias_table.data.mul_(3.0)
+        third = model(x)
+        fresh = _tiny(pe_type='rel_bias')
+        fresh.load_state_dict(model.state_dict())
+        expected = fresh(x)
+    for a, b, c, e in zip(first, second, third, expected):
         torch.testing.assert_close(a, b)
+        torch.testing.assert_close(c, e)
+    assert not torch.allclose(first[-1], third[-1], atol=1e-5)

@@ -1,10 +1,14 @@
 """SwinRPB: equivalence with timm / MMDetection Swin, any input size, small maps, PE types, options."""
+from functools import partial
 
 import pytest
 import torch
 
-from vitpe_mm.layers import PE_TYPES, build_sincos_2d_pos_embed, resize_rel_pos_bias_table
+from vitpe_mm.layers import (PE_TYPES, BlockSpec, StageSpec, build_pos_encoding, build_sincos_2d_pos_embed,
+                             resize_rel_pos_bias_table)
 from vitpe_mm.models.swin import ARCH_SETTINGS, SwinRPB, WindowAttention, stage_window_and_shift
+
+from conftest import perturb
 
 # Narrow and shallow, same structure as the presets (patch 4, window 7, 4 stages, 2 blocks where shifts matter).
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
@@ -15,13 +19,7 @@ STRIDES = (4, 8, 16, 32)
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
-def _perturb(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> torch.nn.Module:
-    """Random weights everywhere (biases, norms, bias tables), so comparisons see every parameter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
+_perturb = partial(perturb, std=0.05)  # random weights everywhere (biases, norms, bias tables)
 
 def _tiny(**kwargs) -> SwinRPB:
     torch.manual_seed(0)
@@ -35,6 +33,16 @@ def _load(state, tmp_path, name='ckpt.pth', **kwargs) -> SwinRPB:
     model = SwinRPB(init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kwargs)
     model.init_weights()
     return model.eval()
+
+def _window_rel_bias(embed_dims: int, num_heads: int, window):
+    """A stand-alone window relative-bias encoding for one block: (encodings, its RelativePositionBias)."""
+    pe = build_pos_encoding('rel_bias', [StageSpec(embed_dims, num_heads, window, (BlockSpec(window_size=window),))])
+    return pe, pe.parts[0][0][0]
+
+
+def _block_pe(pe, hw):
+    return pe.block(pe.prepare(0, hw, torch.zeros(1)), 0)
+
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
@@ -224,9 +232,9 @@ def test_shift_masks_match_timm_including_one_axis_shifts(hw):
 
 def test_small_window_bias_is_a_crop_of_the_table():
     torch.manual_seed(0)
-    attn = WindowAttention(8, 2, (7, 7))
-    table = attn.relative_position_bias.relative_position_bias_table
-    bias = attn.window_bias((3, 5), None)
+    pe, module = _window_rel_bias(8, 2, (7, 7))
+    table = module.relative_position_bias_table
+    bias = WindowAttention.window_bias(_block_pe(pe, (3, 5)), (3, 5), None)
     ys, xs = torch.meshgrid(torch.arange(3), torch.arange(5), indexing='ij')
     ys, xs = ys.flatten(), xs.flatten()
     index = (ys[:, None] - ys[None, :] + 6) * 13 + (xs[:, None] - xs[None, :] + 6)
@@ -251,7 +259,7 @@ def test_other_window_sizes(window_size):
 def test_checkpoint_with_another_window_resamples_tables(tmp_path):
     src = _tiny()
     ours = _load(src.state_dict(), tmp_path, arch=TINY, window_size=12)
-    key = 'layers.1.blocks.0.attn.relative_position_bias.relative_position_bias_table'
+    key = 'rel_pos_bias.1.0.relative_position_bias_table'
     assert ours.state_dict()[key].shape == (23 * 23, 2)
     torch.testing.assert_close(ours.state_dict()[key], resize_rel_pos_bias_table(src.state_dict()[key], 12))
     with torch.no_grad():
@@ -271,17 +279,18 @@ def test_pe_types_any_size(pe_type):
         assert outs[-1].shape == (1, 128, _ceil(hw[0], 32), _ceil(hw[1], 32))
     names = [n for n, _ in model.named_parameters()]
     assert any('relative_position_bias_table' in n for n in names) == (pe_type == 'rel_bias')
-    assert any(n.startswith('absolute_pos_embed') for n in names) == (pe_type in ('abs', 'abs_nointerp'))
+    assert any(n.startswith('pos_embed.') for n in names) == (pe_type in ('abs', 'abs_nointerp'))
     assert [n for n in names if 'pos_block' in n] == (
-        [f'layers.{i}.pos_block.proj.0.{p}' for i in range(4) for p in ('weight', 'bias')] if pe_type == 'peg' else [])
+        [f'pos_block.{i}.proj.0.{p}' for i in range(4) for p in ('weight', 'bias')] if pe_type == 'peg' else [])
 
 def test_abs_pe_grid_and_resampling():
     model = _tiny(pe_type='abs', pretrain_img_size=224)
-    assert model.absolute_pos_embed.pos_embed.shape == (1, 56 * 56, 16)
+    assert model.pos_embed[0].pos_embed.shape == (1, 56 * 56, 16)
     with torch.no_grad():
-        table = model.absolute_pos_embed((30, 40))
+        table = model.pos_embed[0]((30, 40)).clone()
         assert table.shape == (1, 1200, 16)
-        assert model.absolute_pos_embed((30, 40)) is table  # cached at inference
+        model.pos_embed[0].pos_embed.data.add_(1.0)  # as EMA hooks write: recomputed, not cached
+        torch.testing.assert_close(model.pos_embed[0]((30, 40)), table + 1.0, atol=1e-5, rtol=0)
 
 def test_abs_nointerp_rejects_larger_grid():
     model = _tiny(pe_type='abs_nointerp', pretrain_img_size=128)
@@ -291,7 +300,9 @@ def test_abs_nointerp_rejects_larger_grid():
 def test_sincos_is_added_after_patch_embed():
     model = _tiny(pe_type='sincos', out_indices=(0,))
     tokens = torch.zeros(1, 6 * 9, 16)
-    torch.testing.assert_close(model._add_absolute_pe(tokens, (6, 9)), build_sincos_2d_pos_embed((6, 9), 16))
+    pe = model.pos_encoding
+    torch.testing.assert_close(pe.add_to_tokens(tokens, (6, 9), 0, pe.prepare(0, (6, 9), tokens)),
+                               build_sincos_2d_pos_embed((6, 9), 16))
 
 def test_peg_as_last_block_of_a_stage_feeds_patch_merging():
     """With one block per stage the PEG output (a channels-first view) goes straight into patch merging."""
@@ -307,7 +318,7 @@ def test_peg_follows_the_first_block_of_each_stage():
     for i, stage in enumerate(model.layers):
         for j, block in enumerate(stage.blocks):
             block.register_forward_hook(lambda *a, n=f'{i}.block{j}': order.append(n))
-        stage.pos_block.register_forward_hook(lambda *a, n=f'{i}.peg': order.append(n))
+        model.pos_block[i].register_forward_hook(lambda *a, n=f'{i}.peg': order.append(n))
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
     assert order == [f'{i}.{n}' for i in range(4) for n in ('block0', 'peg', 'block1')]
@@ -351,7 +362,8 @@ def test_out_indices_subset_builds_only_needed_stages():
 def test_frozen_stages():
     model = _tiny(frozen_stages=2)
     model.train()
-    frozen = [model.patch_embed, model.layers[0], model.layers[1], model.norm0, model.norm1]
+    frozen = [model.patch_embed, model.layers[0], model.layers[1], model.norm0, model.norm1, *model.rel_pos_bias[0],
+              *model.rel_pos_bias[1]]
     for m in frozen:
         assert not m.training
         assert all(not p.requires_grad for p in m.parameters())
@@ -383,17 +395,21 @@ def test_drop_path_increases_linearly():
     rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.layers for b in s.blocks]
     torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, 8))
 
-def test_inference_reuses_bias_and_mask():
+def test_inference_reuses_the_mask_and_recomputes_the_bias():
+    from vitpe_mm.layers import padded_size, shifted_window_attn_mask
     model = _tiny()
     x = torch.randn(1, 3, 96, 128)
-    bias_module = model.layers[0].blocks[1].attn.relative_position_bias
     with torch.no_grad():
         first = model(x)
-        cached = bias_module()
         second = model(x)
-        assert bias_module() is cached
+        # the shift mask depends on sizes only: built once, cached (24 x 32 tokens in stage 0, window 7, shift 3)
+        mask = shifted_window_attn_mask(padded_size((24, 32), (7, 7)), (7, 7), (3, 3))
+        assert shifted_window_attn_mask(padded_size((24, 32), (7, 7)), (7, 7), (3, 3)) is mask
+        model.rel_pos_bias[0][1].relative_position_bias_table.data.mul_(2.0)  # EMA-style write
+        third = model(x)
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert not torch.allclose(first[0], third[0], atol=1e-6)
 
 def test_registered_in_mmengine_root_registry():
     from mmengine.registry import MODELS
@@ -407,19 +423,21 @@ def test_compile_path_equals_cached_gathers_with_gradients(hw, window, shift):
     from vitpe_mm.models.swin import WindowAttention
     torch.manual_seed(0)
     attn = WindowAttention(16, 2, (7, 7))
+    pe, module = _window_rel_bias(16, 2, (7, 7))
+    block_pe = _block_pe(pe, hw)
     with torch.no_grad():
-        attn.relative_position_bias.relative_position_bias_table.normal_()
+        module.relative_position_bias_table.normal_()
         attn.qkv.bias.normal_()  # padding tokens carry this bias on both paths
     x = torch.randn(2, hw[0] * hw[1], 16, requires_grad=True)
     mask = None
     if shift != (0, 0):
         from vitpe_mm.layers import padded_size, shifted_window_attn_mask
         mask = shifted_window_attn_mask(padded_size(hw, window), window, shift)
-    gathered = attn.forward_map(x, hw, window, shift)
-    plain = attn.proj(attn._windows_plain(x, hw, window, shift, mask))
+    gathered = attn.forward_map(x, hw, window, shift, block_pe)
+    plain = attn.proj(attn._windows_plain(x, hw, window, shift, mask, block_pe))
     torch.testing.assert_close(plain, gathered, atol=1e-5, rtol=1e-5)
     grad = torch.randn_like(gathered)
-    params = [x, attn.qkv.weight, attn.qkv.bias, attn.relative_position_bias.relative_position_bias_table]
+    params = [x, attn.qkv.weight, attn.qkv.bias, module.relative_position_bias_table]
     for a, b in zip(torch.autograd.grad(plain, params, grad), torch.autograd.grad(gathered, params, grad)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

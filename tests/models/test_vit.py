@@ -1,12 +1,17 @@
 """ViTPE: equivalence with timm / mmseg ViT, any input size, PE types, windowed blocks, SFP, freezing."""
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vitpe_mm.layers import PE_TYPES, build_sincos_2d_pos_embed, resample_abs_pos_embed, resize_rel_pos_bias_table
+from vitpe_mm.layers import (PE_TYPES, BlockSpec, StageSpec, build_pos_encoding, build_sincos_2d_pos_embed,
+                             resample_abs_pos_embed, resize_rel_pos_bias_table)
+from vitpe_mm.layers.attention import pad_prefix_bias
 from vitpe_mm.models.vit import ViTBlock, ViTPE
+
+from conftest import perturb
 
 TINY = dict(embed_dims=32, num_layers=4, num_heads=2)
 
@@ -15,12 +20,7 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _randomise(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> None:
-    """Perturbs every parameter, so that swapped weights / biases / norms show up in comparisons."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
+_randomise = partial(perturb, seed=0, std=0.05)  # swapped weights / biases / norms show up in comparisons
 
 
 def _tokens_to_map(tokens: torch.Tensor, hw) -> torch.Tensor:
@@ -74,7 +74,7 @@ def test_matches_timm_distilled_deit(tmp_path):
     path = tmp_path / 'deit_distilled.pth'
     torch.save({'model': ref.state_dict()}, path)  # the official DeiT release wraps the weights in 'model'
     ours = _pretrained(path, with_dist_token=True)
-    assert torch.equal(ours.dist_token, ref.dist_token) and ours.pos_embed.pos_embed.shape == (1, 2 + 196, 384)
+    assert torch.equal(ours.dist_token, ref.dist_token) and ours.pos_embed[0].pos_embed.shape == (1, 2 + 196, 384)
     dropped = _pretrained(path)  # dist token dropped
     for hw in [(224, 224), (224, 320), (160, 288)]:
         x = torch.randn(1, 3, *hw)
@@ -90,7 +90,7 @@ def test_matches_timm_distilled_deit(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ mmseg
 def _mmseg_vit(**kwargs):
-    pytest.importorskip('mmcv', reason='mmcv (built by tools/setup_env.sh) is needed for mmseg references')
+    pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed for mmseg references')
     from mmseg.models.backbones.vit import VisionTransformer
     torch.manual_seed(0)
     ref = VisionTransformer(**kwargs)
@@ -137,11 +137,11 @@ def test_mmseg_skips_resampling_when_token_count_matches(tmp_path):
     ours = _ours_from(ref, tmp_path, img_size=512, **common)
     # The same weights, with the 1025-row table taken verbatim as a 16x64 table (what mmseg computes) ...
     verbatim = _ours_from(ref, tmp_path, img_size=(256, 1024), **common)
-    assert torch.equal(verbatim.pos_embed.pos_embed, ref.pos_embed)
+    assert torch.equal(verbatim.pos_embed[0].pos_embed, ref.pos_embed)
     # ... and with the table correctly resampled from 32x32 to 16x64 (what should be computed).
     resampled = _ours_from(ref, tmp_path, img_size=(256, 1024), **common)
     with torch.no_grad():
-        resampled.pos_embed.pos_embed.copy_(
+        resampled.pos_embed[0].pos_embed.copy_(
             resample_abs_pos_embed(ref.pos_embed, (16, 64), (32, 32), 1, 'bicubic', antialias=False))
 
     x = torch.randn(1, 3, 256, 1024)
@@ -223,7 +223,7 @@ def test_dist_token_is_a_prefix_token_for_every_pe_type(pe_type):
     model = ViTPE(TINY, img_size=64, pe_type=pe_type, with_dist_token=True).eval()
     assert model.num_prefix_tokens == 2
     if pe_type in ('abs', 'abs_nointerp'):
-        assert model.pos_embed.pos_embed.shape == (1, 2 + 16, 32)
+        assert model.pos_embed[0].pos_embed.shape == (1, 2 + 16, 32)
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
         out, = model(x)
@@ -241,46 +241,48 @@ def test_every_pe_type_runs_at_odd_sizes(pe_type):
             out, = model(torch.randn(1, 3, *hw))
         assert out.shape == (1, 32, _ceil(hw[0], 16), _ceil(hw[1], 16))
     names = set(model.state_dict())
-    assert ('pos_embed.pos_embed' in names) == (pe_type in ('abs', 'abs_nointerp'))
-    assert ('pos_block.proj.0.weight' in names) == (pe_type == 'peg')
-    assert ('blocks.3.rel_pos_bias.relative_position_bias_table' in names) == (pe_type == 'rel_bias')
+    assert ('pos_embed.0.pos_embed' in names) == (pe_type in ('abs', 'abs_nointerp'))
+    assert ('pos_block.0.proj.0.weight' in names) == (pe_type == 'peg')
+    assert ('rel_pos_bias.0.3.relative_position_bias_table' in names) == (pe_type == 'rel_bias')
 
 
 def test_abs_nointerp_crops_and_rejects_larger_grids():
     model = ViTPE(TINY, img_size=64, pe_type='abs_nointerp').eval()
-    table = model.pos_embed.pos_embed
+    table = model.pos_embed[0].pos_embed
     expected = torch.cat([table[:, :1], table[:, 1:].reshape(1, 4, 4, 32)[:, :2, :3].reshape(1, 6, 32)], 1)
-    torch.testing.assert_close(model.pos_embed((2, 3)), expected)
+    torch.testing.assert_close(model.pos_embed[0]((2, 3)), expected)
     with pytest.raises(ValueError, match='larger than the absolute PE grid'):
         model(torch.randn(1, 3, 64, 80))
 
 
-def test_abs_resamples_and_caches_per_grid():
+def test_abs_resamples_per_grid_every_forward():
     model = ViTPE(TINY, img_size=64).eval()
     x = torch.randn(1, 3, 80, 48)
     with torch.no_grad():
         a, = model(x)
-        table = model.pos_embed((5, 3))
+        table = model.pos_embed[0]((5, 3))
         b, = model(x)
-        assert model.pos_embed((5, 3)) is table and len(model.pos_embed._cache) == 1
-    assert torch.equal(a, b)
-    torch.testing.assert_close(table, resample_abs_pos_embed(model.pos_embed.pos_embed, (5, 3), (4, 4), 1))
+        model.pos_embed[0].pos_embed.data.mul_(2.0)  # as EMA hooks write (no version change): seen at once
+        c, = model(x)
+        torch.testing.assert_close(model.pos_embed[0]((5, 3)), 2 * table)
+    assert torch.equal(a, b) and not torch.allclose(a, c, atol=1e-6)
+    torch.testing.assert_close(table, resample_abs_pos_embed(model.pos_embed[0].pos_embed / 2, (5, 3), (4, 4), 1))
 
 
 def test_sincos_is_computed_for_the_grid():
     model = ViTPE(TINY, img_size=64, pe_type='sincos')
     x = torch.zeros(1, 1, 32)
-    table = model.pos_embed((5, 7), x)
+    table = model.pos_embed[0]((5, 7), x)
     assert torch.equal(table[:, 0], torch.zeros(1, 32))
     torch.testing.assert_close(table[:, 1:], build_sincos_2d_pos_embed((5, 7), 32))
-    assert model.pos_embed((5, 7), x) is table
+    assert model.pos_embed[0]((5, 7), x) is table  # sizes only: cached
     assert not any('pos_embed' in k for k in model.state_dict())
 
 
 def test_peg_follows_first_block_and_passes_cls_token():
     model = ViTPE(TINY, img_size=64, pe_type='peg').eval()
     seen = {}
-    model.pos_block.register_forward_hook(lambda m, args, out: seen.update(inp=args[0], out=out))
+    model.pos_block[0].register_forward_hook(lambda m, args, out: seen.update(inp=args[0], out=out))
     model.blocks[0].register_forward_hook(lambda m, args, out: seen.update(block0=out))
     with torch.no_grad():
         model(torch.randn(1, 3, 48, 80))
@@ -291,17 +293,16 @@ def test_peg_follows_first_block_and_passes_cls_token():
 
 def test_rel_bias_global_table_resampled_to_the_grid_with_zero_cls_bias():
     model = ViTPE(TINY, img_size=64, pe_type='rel_bias').eval()
-    block = model.blocks[0]
-    assert block.rel_pos_bias.window_size == (4, 4)
-    with torch.no_grad():
-        bias = block._global_bias((3, 5))
+    module = model.rel_pos_bias[0][0]
+    assert module.window_size == (4, 4)
+    pe = model.pos_encoding
+    with torch.no_grad():  # what the global attention of block 0 adds: the grid bias, zeros for the cls token
+        bias = pad_prefix_bias(pe.block(pe.prepare(0, (3, 5), torch.zeros(1)), 0).attn_bias((3, 5)), 1)
     assert bias.shape == (2, 16, 16)
     assert bias[:, 0].abs().sum() == 0 and bias[:, :, 0].abs().sum() == 0
-    table = resize_rel_pos_bias_table(block.rel_pos_bias.relative_position_bias_table, (3, 5), (4, 4))
+    table = resize_rel_pos_bias_table(module.relative_position_bias_table, (3, 5), (4, 4))
     # token (0, 0) vs token (2, 4): offset (-2, -4) -> index (dy + 2) * 9 + (dx + 4)
     torch.testing.assert_close(bias[:, 1, 1 + 2 * 5 + 4], table[0])
-    with torch.no_grad():
-        assert block._global_bias((3, 5)) is bias  # cached at inference
 
 
 # ------------------------------------------------------------------------------------------------ windows
@@ -336,15 +337,19 @@ def _explicit_windowed_block(block: ViTBlock, x: torch.Tensor, hw, window, table
 def test_windowed_attention_matches_per_window_reference(rel_bias, hw):
     torch.manual_seed(0)
     window = (3, 4)
-    block = ViTBlock(32, 4, window_size=window, rel_pos_grid=(14, 14) if rel_bias else None).eval()
+    block = ViTBlock(32, 4, window_size=window).eval()
     _randomise(block, std=0.2)
+    pe = build_pos_encoding('rel_bias' if rel_bias else 'none',
+                            [StageSpec(32, 4, (14, 14), (BlockSpec(window_size=window),))])
+    for part in pe.parts:
+        _randomise(part, std=0.2)
     x = torch.randn(2, hw[0] * hw[1], 32)
     with torch.no_grad():
-        out = block(x, hw)
-        table = block.rel_pos_bias.relative_position_bias_table if rel_bias else None
+        out = block(x, hw, pe.block(pe.prepare(0, hw, x), 0))
+        table = pe.parts[0][0][0].relative_position_bias_table if rel_bias else None
         expected = _explicit_windowed_block(block, x, hw, window, table)
     if rel_bias:
-        assert block.rel_pos_bias.relative_position_bias_table.shape == (5 * 7, 4)
+        assert table.shape == (5 * 7, 4)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
@@ -407,7 +412,7 @@ def test_presets_and_no_weight_decay():
     model = ViTPE('deit-ti', out_type='sfp', with_cls_token=False, window_size=14)
     assert model.out_channels == (48, 96, 192, 192)
     assert model.blocks[0].attn.qkv.bias is not None and model.blocks[0].mlp.fc1.out_features == 768
-    assert 'pos_embed.pos_embed' in model.no_weight_decay_names()
+    assert 'pos_embed.0.pos_embed' in model.no_weight_decay_names()
 
 
 # ------------------------------------------------------------------------------------------------ arguments

@@ -191,10 +191,14 @@ class PositionalEncoding(nn.Module):
         """The rotation of queries at `q_pos` and keys at `k_pos` (see the module docstring), or None."""
         return None
 
-    def parameters_at(self, stage: int, block: Optional[int] = None) -> List[nn.Parameter]:
-        """Parameters that belong to the input of `stage` (block None) or to its block `block` (-1: before the
-        first block), for `frozen_stages`."""
+    def modules_at(self, stage: int, block: Optional[int] = None) -> List[nn.Module]:
+        """Submodules that belong to the input of `stage` (block None) or to its block `block` (-1: before the
+        first block), for `frozen_stages` (put in eval mode and frozen)."""
         return []
+
+    def parameters_at(self, stage: int, block: Optional[int] = None) -> List[nn.Parameter]:
+        """Parameters that belong there (default: those of `modules_at`), frozen with `frozen_stages`."""
+        return [p for m in self.modules_at(stage, block) for p in m.parameters()]
 
 
 class BlockPE(NamedTuple):
@@ -276,6 +280,10 @@ class PositionalEncodings:
         return [p for part in self.parts for p in part.parameters_at(stage, block)]
 
     def freeze_at(self, stage: int, block: Optional[int] = None) -> None:
+        """Freezes what belongs to the input of `stage` (block None) or to its block `block` (frozen_stages)."""
+        for part in self.parts:
+            for m in part.modules_at(stage, block):
+                m.eval()
         for p in self.parameters_at(stage, block):
             p.requires_grad = False
 
@@ -388,9 +396,9 @@ class AbsolutePE(_PerStage):
         table = ctx.data.get(self.kind)
         return x if table is None else x + table
 
-    def parameters_at(self, stage: int, block: Optional[int] = None) -> List[nn.Parameter]:
+    def modules_at(self, stage: int, block: Optional[int] = None) -> List[nn.Module]:
         slot = self.slots.get(stage)
-        return list(self[slot].parameters()) if block is None and slot is not None else []
+        return [self[slot]] if block is None and slot is not None else []
 
 
 @register_pos_encoding('sincos')
@@ -444,9 +452,9 @@ class PEGEncoding(_PerStage):
         peg = self._peg(ctx.stage, block_index)
         return x if peg is None else peg(x, hw_shape)
 
-    def parameters_at(self, stage: int, block: Optional[int] = None) -> List[nn.Parameter]:
+    def modules_at(self, stage: int, block: Optional[int] = None) -> List[nn.Module]:
         peg = self._peg(stage, block) if block is not None else None
-        return list(peg.parameters()) if peg is not None else []
+        return [peg] if peg is not None else []
 
 
 @register_pos_encoding('rel_bias')
@@ -471,8 +479,8 @@ class RelPosBiasEncoding(_PerStage):
             return module.window_bias(query_grid)
         return module(query_grid, key_grid)
 
-    def parameters_at(self, stage: int, block: Optional[int] = None) -> List[nn.Parameter]:
-        return list(self[stage][block].parameters()) if block is not None and block >= 0 else []
+    def modules_at(self, stage: int, block: Optional[int] = None) -> List[nn.Module]:
+        return [self[stage][block]] if block is not None and block >= 0 else []
 
 
 @register_pos_encoding('none')
