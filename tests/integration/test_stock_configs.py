@@ -17,10 +17,11 @@ import torch
 
 pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed by mmdet/mmseg models')
 
-from conftest import perturb  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 import vitpe_mm  # noqa: E402,F401  (registers the backbones)
+
+from conftest import perturb  # noqa: E402
 
 SIZES = [(512, 512), (389, 517)]
 TRAIN_ONLY = ('drop_rate', 'attn_drop_rate', 'drop_path_rate', 'with_cp')
@@ -29,7 +30,6 @@ STOCK_TYPES = {'SwinTransformer': 'SwinRPB', 'PCPVT': 'CPVTv2', 'VisionTransform
 SWIN = ('mmdet', 'swin', ['mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', 'mask-rcnn_swin-s-p4-w7_fpn_amp-ms-crop-3x_coco.py',
                           'retinanet_swin-t-p4-w7_fpn_1x_coco.py'])
 TWINS = ('mmseg', 'twins', ['twins_pcpvt-s_uperhead_8xb4-160k_ade20k-512x512.py',
-                            'twins_pcpvt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512.py',
                             'twins_pcpvt-b_uperhead_8xb2-160k_ade20k-512x512.py',
                             'twins_pcpvt-l_uperhead_8xb2-160k_ade20k-512x512.py'])
 VIT = ('mmseg', 'vit', ['vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py',

@@ -5,10 +5,11 @@ import inspect
 
 import pytest
 import torch
-from conftest import perturb
 
 from vitpe_mm.models import CPVTv2, SwinRPB, ViTPE
 from vitpe_mm.models.toolbox_args import CPVT_ARGS, SWIN_ARGS, VIT_ARGS
+
+from conftest import perturb
 
 VIT_TINY = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2, img_size=32, patch_size=16)
 SWIN_TINY = dict(embed_dims=16, depths=[2, 2], num_heads=[1, 2], window_size=4, out_indices=(0, 1))
@@ -18,7 +19,7 @@ PCPVT_ARCH = {k: tuple(v) for k, v in PCPVT_TINY.items() if k not in ('strides',
 
 
 def _toolbox(module: str, name: str):
-    pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed by the mmdet/mmseg backbones')
+    pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed by mmdet/mmseg')
     return getattr(pytest.importorskip(module), name)
 
 
@@ -56,7 +57,7 @@ def test_sizes_given_both_ways_must_agree():
         ViTPE(arch=dict(embed_dims=32, num_layers=1, num_heads=2), embed_dims=64)
     with pytest.raises(ValueError, match=r"depths=\[2, 2, 6, 2\] vs arch\['depths'\]=\(2, 2, 18, 2\)"):
         SwinRPB(arch='small', depths=[2, 2, 6, 2])
-    with pytest.raises(ValueError, match=r'depths=\[1, 1\] and num_layers=\[2, 2\] set the same size \(depths\) differently'):
+    with pytest.raises(ValueError, match=r'depths=\[1, 1\] and num_layers=\[2, 2\] set the same size \(depths\)'):
         CPVTv2(depths=[1, 1], num_layers=[2, 2], embed_dims=[16, 32], num_heads=[1, 2])
 
 
@@ -89,8 +90,8 @@ def test_swin_and_pcpvt_top_level_sizes():
 def test_pvt_names():
     """mmdet PyramidVisionTransformerV2: num_layers = depths, an int embed_dims times the heads of each stage."""
     model = CPVTv2(embed_dims=8, num_heads=[1, 2], num_layers=[1, 1], mlp_ratios=[2, 2], sr_ratios=[2, 1],
-                   patch_sizes=[4, 2], strides=[4, 2], out_indices=(0, 1), num_stages=2, paddings=[0, 0], use_conv_ffn=False,
-                   use_abs_pos_embed=False, pretrain_img_size=64, convert_weights=True)
+                   patch_sizes=[4, 2], strides=[4, 2], out_indices=(0, 1), num_stages=2, paddings=[0, 0],
+                   use_conv_ffn=False, use_abs_pos_embed=False, pretrain_img_size=64, convert_weights=True)
     assert model.embed_dims == (8, 16) and model.depths == (1, 1) and model.img_size == (64, 64)
     with pytest.raises(ValueError, match=r'num_stages=4.*accepted: the number of stages'):
         CPVTv2(**PCPVT_TINY, num_stages=4)
@@ -142,7 +143,8 @@ def test_vit_out_origin_output_cls_token_and_norm_eval():
 
 # ------------------------------------------------------------------------------------------- refusals
 @pytest.mark.parametrize('cls, kwargs, message', [
-    (ViTPE, dict(act_cfg=dict(type='ReLU')), r"cannot honour act_cfg=\{'type': 'ReLU'\}.*accepted: dict\(type='GELU'\)"),
+    (ViTPE, dict(act_cfg=dict(type='ReLU')),
+     r"cannot honour act_cfg=\{'type': 'ReLU'\}.*accepted: dict\(type='GELU'\)"),
     (ViTPE, dict(patch_norm=True), r'patch_norm=True \(no norm after the patch embedding\); accepted: False'),
     (ViTPE, dict(pre_norm=True), r'pre_norm=True.*accepted: False'),
     (ViTPE, dict(num_fcs=3), r'num_fcs=3.*accepted: 2'),
@@ -164,7 +166,8 @@ def test_values_we_cannot_honour(cls, kwargs, message):
 
 
 def test_cpvt_norm_cfg_keeps_its_meaning_with_arch():
-    assert CPVTv2(arch=PCPVT_ARCH, out_indices=(0, 1), norm_cfg=dict(type='LN', eps=1e-6)).blocks[0][0].norm1.eps == 1e-6
+    model = CPVTv2(arch=PCPVT_ARCH, out_indices=(0, 1), norm_cfg=dict(type='LN', eps=1e-6))
+    assert model.blocks[0][0].norm1.eps == 1e-6
 
 
 @pytest.mark.parametrize('cls, table, sizes', [

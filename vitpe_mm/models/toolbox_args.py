@@ -160,7 +160,7 @@ class ToolboxArgs:
             if conflicts:
                 raise ValueError(f'{cls_name}: sizes given both as top-level names and in arch={arch!r} differ: '
                                  f'{"; ".join(conflicts)}; give each size once')
-            merged = given if isinstance(arch, str) or self.arch_base is None else dict(arch)
+            merged = given  # a partial CPVTv2 arch dict keeps its base preset for the rest
         merged.update({key: value for key, (_, value) in sizes.items()})
         return merged
 
