@@ -81,6 +81,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='checkpoints and logs (default work_dirs/pe_study/runs/<tree and '
                         'budget>: shared by the sweeps that train on the same tree)')
     parser.add_argument('--retrain', action='store_true', help='train again even when a run\'s checkpoint exists')
+    parser.add_argument('--reuse', action='store_true', help=argparse.SUPPRESS)  # the default now; kept for old commands
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
     parser.add_argument('--smoke', action='store_true',
                         help='minimal budget for testing: ' + ', '.join(f'{k}={v}' for k, v in SMOKE.items()))

@@ -38,7 +38,7 @@ def test_smoke_canvas_then_zoom(tmp_path, one_thread, capsys):
     nointerp = [r for r in rows if r['arm'] == 'abs_nointerp' and r['status'] != 'ok']
     assert all('larger than the absolute PE grid' in r['note'] for r in nointerp)
     # abs_nointerp trains exactly as abs: abs's weights are evaluated, and agree on the training grid
-    assert not (work / 'abs_nointerp').exists() and (work / 'abs' / 'seed1' / 'iter_2.pth').is_file()
+    assert not list((work / 'abs_nointerp').rglob('*.pth')) and (work / 'abs' / 'seed1' / 'iter_2.pth').is_file()
     by = {(r['arm'], r['seed'], r['scale']): r for r in rows}
     for seed in (0, 1):
         assert by[('abs_nointerp', seed, '64x64')]['mIoU'] == by[('abs', seed, '64x64')]['mIoU']
@@ -165,3 +165,14 @@ def test_bad_command_lines(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         tool.main(['--report-only', '--out-dir', str(tmp_path / 'nothing')])
     assert exit_info.value.code == 2 and 'results.json' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_smoke_probe(tmp_path, one_thread):
+    out = tmp_path / 'probe'
+    rows = load_tool('pe_ablation').main(['--smoke', '--sweep', 'probe', '--arms', 'none', '--seeds', '0',
+                                          '--scales', '1x', '2x', '--out-dir', str(out)])
+    assert [(r['arm'], r['scale'], r['status']) for r in rows] == [('none', '64x64', 'ok'), ('none', '128x128', 'ok')]
+    meta = json.loads((out / 'results.json').read_text())['meta']
+    assert Path(meta['data_root']).name == 'study_probe_64' and len(meta['classes']) == 8
+    assert 'at most 33.3 mIoU' in (out / 'results.md').read_text()
