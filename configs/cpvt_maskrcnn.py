@@ -5,9 +5,11 @@
 #   python tools/train.py configs/cpvt_maskrcnn.py                  # COCO 2017 under data/coco/
 #   bash tools/dist_train.sh configs/cpvt_maskrcnn.py 8             # the published setting (8 GPUs x 2 images)
 #
-# The backbone starts from ImageNet weights in checkpoints/cpvtv2_s.pth, made from the official Twins / timm
-# checkpoint with `python tools/convert_checkpoint.py SRC checkpoints/cpvtv2_s.pth --model CPVTv2 --arch small`;
-# train from scratch with `--cfg-options model.backbone.init_cfg=None`.
+# Backbone weights: the official ImageNet-1k Twins-PCPVT-S as timm publishes it, hub id
+# timm/twins_pcpvt_small.in1k, fetched once into huggingface_hub's cache. Offline:
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH (that model.safetensors, or an official / timm / mmseg
+# file), or a copied hub cache with HF_HUB_OFFLINE=1.
+# From scratch: --cfg-options model.backbone.init_cfg=None.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -26,7 +28,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
         norm_after_stage=False,  # no norm on the returned maps, as Twins' detection code and mmseg's PCPVT
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cpvtv2_s.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/twins_pcpvt_small.in1k')),
     neck=dict(in_channels=[64, 128, 320, 512]))
 
 train_dataloader = dict(batch_size=2, num_workers=2, dataset=dict(data_root=data_root))  # 2 images per GPU, 8 GPUs

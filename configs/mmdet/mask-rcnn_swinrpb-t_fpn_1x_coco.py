@@ -2,14 +2,17 @@
 # "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows" (arXiv:2103.14030); the setting of
 # MMDetection's mask-rcnn_swin-t-p4-w7_fpn_1x_coco: AdamW, lr 1e-4, weight decay 0.05, drop path 0.2,
 # batch 2 per GPU x 8 GPUs = 16.
-# Backbone weights: checkpoints/swinrpb_t.pth (tools/convert_checkpoint.py SRC DST --model SwinRPB --arch tiny),
-# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# Backbone weights: the official ImageNet-1k Swin-T release (the URL MMDetection's Swin configs use),
+# downloaded once into torch's hub cache (~/.cache/torch/hub/checkpoints, as mmdet does). Offline: put the
+# file there, or --cfg-options model.backbone.init_cfg.checkpoint=PATH.
+# From scratch: --cfg-options model.backbone.init_cfg=None.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
+checkpoint_file = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth'  # noqa: E501
 custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
 
 data_root = 'data/coco/'
@@ -23,7 +26,7 @@ model = dict(
         clamp_window=False,  # windows padded on small maps, as the official Swin detection code and mmdet
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/swinrpb_t.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 
 train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))  # 2 images per GPU, 8 GPUs

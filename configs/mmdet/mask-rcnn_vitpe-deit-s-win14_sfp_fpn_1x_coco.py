@@ -4,9 +4,12 @@
 # "Exploring Plain Vision Transformer Backbones for Object Detection" (ViTDet, arXiv:2203.16527) on
 # "Training data-efficient image transformers" (DeiT, arXiv:2012.12877). AdamW, lr 1e-4, weight decay 0.1,
 # drop path 0.1, batch 2 per GPU x 8 GPUs = 16 (ViTDet's 100-epoch LSJ recipe is not reproduced here).
-# Backbone weights: checkpoints/vitpe_deit_s.pth (tools/convert_checkpoint.py SRC DST --model ViTPE --arch deit-s);
-# the DeiT cls token is dropped on load (windows need with_cls_token=False). From scratch:
-# --cfg-options model.backbone.init_cfg=None.
+# Backbone weights: the official ImageNet-1k DeiT-S as timm publishes it, hub id
+# timm/deit_small_patch16_224.fb_in1k, fetched once into huggingface_hub's cache. Offline:
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH (that model.safetensors, or an official / timm / mmseg
+# file), or a copied hub cache with HF_HUB_OFFLINE=1.
+# The DeiT cls token is dropped on load (windows need with_cls_token=False).
+# From scratch: --cfg-options model.backbone.init_cfg=None.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -29,7 +32,7 @@ model = dict(
         out_type='sfp',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vitpe_deit_s.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/deit_small_patch16_224.fb_in1k')),
     neck=dict(in_channels=[96, 192, 384, 384]))
 
 train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))  # 2 images per GPU, 8 GPUs

@@ -2,8 +2,11 @@
 # "Conditional Positional Encodings for Vision Transformers" (arXiv:2102.10882); the Twins segmentation setting
 # (arXiv:2104.13840, MMSegmentation's twins_pcpvt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512): AdamW, lr 1e-4,
 # weight decay 1e-4, poly schedule, batch 4 per GPU x 8 GPUs = 32.
-# Backbone weights: checkpoints/cpvtv2_s.pth (tools/convert_checkpoint.py SRC DST --model CPVTv2 --arch small),
-# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# Backbone weights: the official ImageNet-1k Twins-PCPVT-S as timm publishes it, hub id
+# timm/twins_pcpvt_small.in1k, fetched once into huggingface_hub's cache. Offline:
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH (that model.safetensors, or an official / timm / mmseg
+# file), or a copied hub cache with HF_HUB_OFFLINE=1.
+# From scratch: --cfg-options model.backbone.init_cfg=None.
 # The decode head uses SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` below (or
 # --cfg-options model.decode_head.norm_cfg.type=BN) for distributed runs on CPU.
 _base_ = [
@@ -29,7 +32,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
         norm_after_stage=False,  # as mmseg's PCPVT configs
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cpvtv2_s.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/twins_pcpvt_small.in1k')),
     neck=dict(in_channels=[64, 128, 320, 512], out_channels=256, num_outs=4),
     decode_head=dict(num_classes=150, norm_cfg=norm_cfg))
 

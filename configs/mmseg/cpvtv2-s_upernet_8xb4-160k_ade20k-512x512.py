@@ -2,8 +2,11 @@
 # "Conditional Positional Encodings for Vision Transformers" (arXiv:2102.10882); the Twins / Swin UperNet setting
 # (MMSegmentation's twins_pcpvt-s_uperhead_8xb4-160k_ade20k-512x512): AdamW, lr 6e-5, weight decay 0.01, linear
 # warm-up over 1500 iterations then linear decay, batch 4 per GPU x 8 GPUs = 32.
-# Backbone weights: checkpoints/cpvtv2_s.pth (tools/convert_checkpoint.py SRC DST --model CPVTv2 --arch small),
-# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# Backbone weights: the official ImageNet-1k Twins-PCPVT-S as timm publishes it, hub id
+# timm/twins_pcpvt_small.in1k, fetched once into huggingface_hub's cache. Offline:
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH (that model.safetensors, or an official / timm / mmseg
+# file), or a copied hub cache with HF_HUB_OFFLINE=1.
+# From scratch: --cfg-options model.backbone.init_cfg=None.
 # Heads use SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` for distributed CPU runs.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
@@ -28,7 +31,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
         norm_after_stage=False,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cpvtv2_s.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/twins_pcpvt_small.in1k')),
     decode_head=dict(in_channels=[64, 128, 320, 512], num_classes=150, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=320, num_classes=150, norm_cfg=norm_cfg))
 

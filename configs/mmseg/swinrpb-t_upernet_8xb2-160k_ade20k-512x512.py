@@ -2,8 +2,10 @@
 # 512x512 crops. "Swin Transformer" (arXiv:2103.14030); the setting of MMSegmentation's
 # swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512: AdamW, lr 6e-5, weight decay 0.01, drop path
 # 0.3, 1500 warm-up iterations then linear decay, batch 2 per GPU x 8 GPUs = 16.
-# Backbone weights: checkpoints/swinrpb_t.pth (tools/convert_checkpoint.py SRC DST --model SwinRPB --arch tiny),
-# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# Backbone weights: the official ImageNet-1k Swin-T release (the URL MMDetection's Swin configs use),
+# downloaded once into torch's hub cache (~/.cache/torch/hub/checkpoints, as mmdet does). Offline: put the
+# file there, or --cfg-options model.backbone.init_cfg.checkpoint=PATH.
+# From scratch: --cfg-options model.backbone.init_cfg=None.
 # Heads use SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` for distributed CPU runs.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
@@ -11,6 +13,7 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
+checkpoint_file = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth'  # noqa: E501
 custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
 
 data_root = 'data/ade/ADEChallengeData2016'
@@ -29,7 +32,7 @@ model = dict(
         clamp_window=False,  # padded windows, as mmseg's Swin and the official segmentation code
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/swinrpb_t.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
     decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=384, num_classes=150, norm_cfg=norm_cfg))
 

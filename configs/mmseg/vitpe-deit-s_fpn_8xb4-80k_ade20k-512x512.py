@@ -3,8 +3,11 @@
 # (out_type='sfp', 96/192/384/384 channels; "Exploring Plain Vision Transformer Backbones for Object Detection",
 # arXiv:2203.16527). DeiT: arXiv:2012.12877. Same Semantic FPN recipe as the CPVT-v2-S config (AdamW, lr 1e-4,
 # weight decay 1e-4, poly, batch 4 per GPU x 8 GPUs = 32).
-# Backbone weights: checkpoints/vitpe_deit_s.pth (tools/convert_checkpoint.py SRC DST --model ViTPE --arch deit-s),
-# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# Backbone weights: the official ImageNet-1k DeiT-S as timm publishes it, hub id
+# timm/deit_small_patch16_224.fb_in1k, fetched once into huggingface_hub's cache. Offline:
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH (that model.safetensors, or an official / timm / mmseg
+# file), or a copied hub cache with HF_HUB_OFFLINE=1.
+# From scratch: --cfg-options model.backbone.init_cfg=None.
 # The decode head uses SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` for distributed
 # CPU runs.
 _base_ = [
@@ -31,7 +34,7 @@ model = dict(
         out_type='sfp',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vitpe_deit_s.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/deit_small_patch16_224.fb_in1k')),
     neck=dict(in_channels=[96, 192, 384, 384], out_channels=256, num_outs=4),
     decode_head=dict(num_classes=150, norm_cfg=norm_cfg))
 

@@ -3,8 +3,11 @@
 # 4/8/16/32, 96/192/384/384 channels; arXiv:2203.16527) instead of mmseg's MultiLevelNeck. DeiT: arXiv:2012.12877.
 # The setting of MMSegmentation's vit_deit-s16_upernet_8xb2-160k_ade20k-512x512: AdamW, lr 6e-5, weight decay 0.01,
 # drop path 0.1, 1500 warm-up iterations then linear decay, batch 2 per GPU x 8 GPUs = 16.
-# Backbone weights: checkpoints/vitpe_deit_s.pth (tools/convert_checkpoint.py SRC DST --model ViTPE --arch deit-s),
-# or train from scratch with --cfg-options model.backbone.init_cfg=None.
+# Backbone weights: the official ImageNet-1k DeiT-S as timm publishes it, hub id
+# timm/deit_small_patch16_224.fb_in1k, fetched once into huggingface_hub's cache. Offline:
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH (that model.safetensors, or an official / timm / mmseg
+# file), or a copied hub cache with HF_HUB_OFFLINE=1.
+# From scratch: --cfg-options model.backbone.init_cfg=None.
 # Heads use SyncBN (as mmseg); single-process runs turn it into BN; change `norm_cfg` for distributed CPU runs.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
@@ -30,7 +33,7 @@ model = dict(
         out_type='sfp',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vitpe_deit_s.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/deit_small_patch16_224.fb_in1k')),
     decode_head=dict(in_channels=[96, 192, 384, 384], num_classes=150, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=384, num_classes=150, norm_cfg=norm_cfg))
 

@@ -23,6 +23,10 @@ REAL_CONFIGS = [c for c in ALL_CONFIGS if not c.startswith('demo/')]
 BACKBONES = ('CPVTv2', 'SwinRPB', 'ViTPE')
 PE_NAMES = ('pos_block', 'pos_embed', 'relative_position_bias_table')
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+# The public ImageNet-1k weights each backbone of the shipped configs starts from (hub id or release URL).
+SWIN_T_URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth'
+PUBLIC_WEIGHTS = {'CPVTv2': 'timm/twins_pcpvt_small.in1k', 'SwinRPB': SWIN_T_URL,
+                  'ViTPE': 'timm/deit_small_patch16_224.fb_in1k'}
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,8 +126,7 @@ def test_config_loads(name):
         assert cfg.model.backbone.init_cfg is None, 'demo configs train from scratch'
     else:
         init = cfg.model.backbone.init_cfg
-        assert init.type == 'Pretrained' and init.checkpoint.startswith('checkpoints/')
-        assert init.checkpoint.endswith('.pth')
+        assert init == dict(type='Pretrained', checkpoint=PUBLIC_WEIGHTS[cfg.model.backbone.type])
         keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
         assert cfg.optim_wrapper.optimizer.type == 'AdamW'
         assert 'norm' in keys and any(k in keys for k in PE_NAMES)
@@ -147,7 +150,7 @@ def test_headline_config_is_the_twins_detection_setting():
     assert cfg.model.type == 'MaskRCNN' and cfg.model.neck.type == 'FPN'
     assert cfg.model.backbone.type == 'CPVTv2' and cfg.model.backbone.arch == 'small'
     assert cfg.model.backbone.pe_type == 'peg'
-    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/cpvtv2_s.pth')
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='timm/twins_pcpvt_small.in1k')
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.weight_decay) == ('AdamW', 2e-4, 1e-4) and 'momentum' not in opt
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys['pos_block'] == dict(decay_mult=0.)
@@ -343,3 +346,67 @@ def test_demo_config_runs_through_the_runner(name, metric, trees, tmp_path):
     metrics = runner.val_loop.run()
     assert metric in metrics and math.isfinite(metrics[metric])
     assert (tmp_path / 'work' / 'iter_4.pth').is_file()
+
+
+# ------------------------------------------------------------------------------------------ pretrained weights
+def _release_state(backbone: str) -> dict:
+    """A state dict with the keys and shapes of the public file PUBLIC_WEIGHTS names (random values)."""
+    import re
+
+    import timm
+    name = {'CPVTv2': 'twins_pcpvt_small', 'SwinRPB': 'swin_tiny_patch4_window7_224',
+            'ViTPE': 'deit_small_patch16_224'}[backbone]
+    state = timm.create_model(name, pretrained=False).state_dict()
+    if backbone == 'SwinRPB':  # the Microsoft release: patch merging at the end of stage i, classifier `head`
+        state = {re.sub(r'^layers\.(\d+)\.downsample\.', lambda m: f'layers.{int(m[1]) - 1}.downsample.', k)
+                 .replace('head.fc.', 'head.'): v for k, v in state.items()}
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+# What the ImageNet files have no weights for: detection/segmentation-only modules of the configured backbones.
+NOT_IN_RELEASE = {'CPVTv2': r'$^', 'SwinRPB': r'norm[0-2]\.', 'ViTPE': r'fpn[1-4]\.'}
+
+
+@pytest.mark.parametrize('name', ['cpvt_maskrcnn.py', 'mmdet/mask-rcnn_swinrpb-t_fpn_1x_coco.py',
+                                  'mmseg/vitpe-deit-s_upernet_8xb2-160k_ade20k-512x512.py'])
+def test_config_backbone_starts_from_its_public_weights(name, tmp_path, monkeypatch):
+    """The backbone of a shipped config loads what its init_cfg names, through init_weights: a file in the
+    release's layout put where the download would put it (torch's hub cache for a URL; huggingface_hub answering
+    for a hub id), so nothing is fetched; every backbone weight but the task-only ones comes from the file."""
+    import re
+
+    import vitpe_mm.models.base as base
+    from vitpe_mm.checkpoint.sources import hub_repo_id, url_cache_path
+    cfg = _load(name)
+    backbone_cfg = copy.deepcopy(cfg.model.backbone)
+    source, backbone = backbone_cfg.init_cfg.checkpoint, backbone_cfg.type
+    state = _release_state(backbone)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    asked = []
+    if hub_repo_id(source):
+        import huggingface_hub
+        from safetensors.torch import save_file
+        path = tmp_path / 'model.safetensors'
+        save_file(state, str(path))
+        monkeypatch.setattr(huggingface_hub, 'hf_hub_download',
+                            lambda repo_id, filename, **kw: asked.append((repo_id, filename)) or str(path))
+    else:
+        path = Path(url_cache_path(source))
+        path.parent.mkdir(parents=True)
+        torch.save(state, path)
+    reports = []
+    monkeypatch.setattr(base, 'load_pretrained', lambda *a, **k: reports.append(vitpe_mm.checkpoint.load_pretrained(
+        *a, **k)) or reports[-1])
+    init_default_scope(cfg.default_scope)
+    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
+    model = registry.build(backbone_cfg)
+    model.init_weights()
+    if hub_repo_id(source):
+        assert asked == [(hub_repo_id(source), 'model.safetensors')]
+    assert model.init_cfg == cfg.model.backbone.init_cfg
+    (report,) = reports
+    assert report['unexpected_keys'] == []
+    assert all(re.match(NOT_IN_RELEASE[backbone], k) for k in report['missing_keys']), report['missing_keys']
+    loaded = set(model.state_dict()) - set(report['missing_keys'])
+    assert len(loaded) > 0.9 * len(model.state_dict())
