@@ -1,4 +1,4 @@
-"""Helpers and fixtures shared by the test files (the only conftest.py under tests/).
+"""Helpers, fixtures and hooks shared by the test files (the only conftest.py under tests/).
 
 Test modules import the helpers by name, `from conftest import load_tool, perturb`: pytest puts this folder on
 sys.path when it loads this file (its default `prepend` import mode; tests/ holds no __init__.py). A second
@@ -41,6 +41,12 @@ def load_tool(name: str) -> ModuleType:
         del sys.modules[module_name]
         raise
     return module
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `gpu` skip, saying why, on a machine without CUDA (the default run still collects them)."""
+    if item.get_closest_marker('gpu') is not None and not torch.cuda.is_available():
+        pytest.skip('marked gpu: needs a CUDA device, none is available (torch.cuda.is_available() is False)')
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Checkpoint formats of the cpvt family (timm/official Twins, mmseg PCPVT) on tiny files written here."""
 import re
+from functools import partial
 
 import pytest
 import torch
@@ -9,15 +10,12 @@ from vitpe_mm.checkpoint import CheckpointError, detect_format, formats_for, loa
 from vitpe_mm.layers import resample_abs_pos_embed, resize_rel_pos_bias_table
 from vitpe_mm.models.cpvt import CPVTv2
 
+from conftest import perturb
+
 TINY = dict(embed_dims=(16, 32, 40, 64), num_heads=(1, 2, 5, 8), mlp_ratios=(2, 2, 2, 2), depths=(1, 2, 1, 1))
 
 
-def _perturb(model, seed=1, std=0.05):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
+_perturb = partial(perturb, std=0.05)
 
 
 @pytest.fixture(scope='module')

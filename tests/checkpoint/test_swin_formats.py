@@ -10,6 +10,8 @@ from vitpe_mm.checkpoint.swin import _unfold_to_official
 from vitpe_mm.layers import resample_abs_pos_embed, resize_rel_pos_bias_table
 from vitpe_mm.models.swin import SwinRPB
 
+from conftest import perturb
+
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 TIMM_TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 
@@ -19,11 +21,8 @@ def timm_state():
     """A timm 1.0 Swin state dict (tiny arch, random weights, with its classifier head)."""
     timm = pytest.importorskip('timm')
     torch.manual_seed(0)
-    ref = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False, num_classes=10, **TIMM_TINY)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    ref = perturb(timm.create_model('swin_tiny_patch4_window7_224', pretrained=False, num_classes=10, **TIMM_TINY),
+                  std=0.05)
     return {k: v.clone() for k, v in ref.eval().state_dict().items()}, ref
 
 
@@ -230,11 +229,8 @@ def test_mmseg_format_can_be_named(tmp_path):
     pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed by mmdet/mmseg')
     from mmseg.models.backbones.swin import SwinTransformer
     torch.manual_seed(0)
-    ref = SwinTransformer(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    ref = perturb(SwinTransformer(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0),
+                  std=0.05)
     ref.eval()  # mmseg's train() returns None
     model = _load(ref.state_dict(), tmp_path, cfg=dict(format='mmseg'))
     x = torch.randn(1, 3, 256, 320)  # every map larger than the window

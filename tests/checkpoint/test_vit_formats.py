@@ -10,21 +10,16 @@ from vitpe_mm.checkpoint import CheckpointError, convert_state_dict, detect_form
 from vitpe_mm.layers import resample_abs_pos_embed
 from vitpe_mm.models.vit import ViTPE
 
+from conftest import perturb
+
 ARCH = dict(embed_dims=32, num_layers=2, num_heads=2)
 TIMM_TINY = dict(patch_size=16, embed_dim=32, depth=2, num_heads=2, num_classes=10, dynamic_img_size=True)
-
-
-def _randomise(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
 
 
 def _timm(cls=VisionTransformer, seed=0, **kwargs) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = cls(**dict(TIMM_TINY, **kwargs))
-    _randomise(model, seed)
+    perturb(model, seed, std=0.05)
     return model.eval()
 
 
@@ -195,7 +190,7 @@ def test_own_checkpoint_round_trip_with_rel_bias_tables_for_another_window(tmp_p
 
 
 def test_mmseg_checkpoint_keys_and_zero_patch_bias():
-    pytest.importorskip('mmcv', reason='mmcv (built by tools/setup_env.sh) is needed for mmseg references')
+    pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed for mmseg references')
     from mmseg.models.backbones.vit import VisionTransformer as MMSegViT
     ref = MMSegViT(img_size=64, embed_dims=32, num_layers=2, num_heads=2, final_norm=True)
     state = ref.state_dict()

@@ -27,6 +27,8 @@ from PIL import Image
 from vitpe_mm.datasets import ensure_mini_datasets
 from vitpe_mm.engine import mmengine_checkpoint_globals
 
+from conftest import load_tool
+
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,15 +177,6 @@ def single_train(config: Path, work_dir: Path) -> Launch:
                   cwd=work_dir.parent)
 
 
-def load_tool(name: str):
-    """tools/<name>.py as a module (`tools` is no package; `test` would clash with the standard library)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f'vitpe_tools_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def single_test(config: Path, checkpoint: Path, work_dir: Path, out: Path) -> dict:
     """tools/test.py in this process (no process group): the reference for the distributed evaluations."""
     threads = torch.get_num_threads()
@@ -214,7 +207,8 @@ def rank_states(probe: Path, world_size: int = 2) -> List[dict]:
 def assert_same_state(ref: dict, other: dict, what: str, rtol: float = 0.0, atol: float = 0.0) -> None:
     assert ref.keys() == other.keys(), what
     for key, value in ref.items():
-        torch.testing.assert_close(other[key], value, rtol=rtol, atol=atol, msg=lambda m: f'{what}: {key}: {m}')
+        torch.testing.assert_close(other[key], value, rtol=rtol, atol=atol,
+                                   msg=lambda m, key=key: f'{what}: {key}: {m}')
 
 
 def val_metrics(work_dir: Path) -> dict:
@@ -339,7 +333,8 @@ def test_mask_rcnn_two_nodes_train_and_test(mask_rcnn_run, data_root, tmp_path):
         assert len(dist_pred['scores']) > 0
         for key in ('bboxes', 'scores', 'labels'):
             torch.testing.assert_close(torch.as_tensor(dist_pred[key]), torch.as_tensor(single_pred[key]),
-                                       rtol=1e-5, atol=1e-4, msg=lambda m: f'image {img_id} {key}: {m}')
+                                       rtol=1e-5, atol=1e-4,
+                                       msg=lambda m, img_id=img_id, key=key: f'image {img_id} {key}: {m}')
     coco_keys = [k for k in metrics if k.startswith('coco/')]
     assert coco_keys and logged_test_metrics(dist_dir).keys() >= set(coco_keys)
     for key in coco_keys:  # tools/dist_test.sh, and the validation at the end of the 2-rank training

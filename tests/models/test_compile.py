@@ -14,6 +14,8 @@ from vitpe_mm.models.cpvt import CPVTv2
 from vitpe_mm.models.swin import SwinRPB
 from vitpe_mm.models.vit import ViTPE
 
+from conftest import perturb
+
 pytestmark = [
     pytest.mark.slow,  # inductor compiles C++ per graph: 20 s to a few minutes on a shared 2-core machine
     pytest.mark.skipif(shutil.which('g++') is None and shutil.which('c++') is None,
@@ -30,11 +32,7 @@ def _build(name: str) -> torch.nn.Module:
     else:
         model = CPVTv2(arch=dict(embed_dims=(16, 32, 40, 64), num_heads=(1, 2, 5, 8), mlp_ratios=(2, 2, 2, 2),
                                  depths=(1, 2, 1, 1)), drop_path_rate=0.0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    return model
+    return perturb(model, seed=1, std=0.02)
 
 
 def _loss_and_grads(model, x):

@@ -13,6 +13,8 @@ import torch
 from vitpe_mm.layers import MultiheadSelfAttention, window_partition, window_reverse
 from vitpe_mm.models.swin import SwinBlock
 
+from conftest import perturb
+
 C, HEADS, WINDOW = 16, 2, 7
 
 
@@ -22,11 +24,7 @@ def lsa_pair():
     pytest.importorskip('mmcv.ops', reason='mmcv with ops (built by tools/setup_env.sh) is needed by mmdet/mmseg')
     from mmseg.models.backbones.twins import LocallyGroupedSelfAttention
     torch.manual_seed(0)
-    lsa = LocallyGroupedSelfAttention(C, HEADS, qkv_bias=True, window_size=WINDOW).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in lsa.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    lsa = perturb(LocallyGroupedSelfAttention(C, HEADS, qkv_bias=True, window_size=WINDOW).eval(), std=0.1)
     attn = MultiheadSelfAttention(C, HEADS, qkv_bias=True).eval()
     attn.load_state_dict(lsa.state_dict())  # same names: qkv, proj
     return lsa, attn

@@ -4,7 +4,6 @@ The slow tests train tiny Mask R-CNN + CPVTv2 and UperNet + SwinRPB models for a
 would (`python tools/train.py CONFIG ...` in a subprocess), resume them the same way, and evaluate them with
 tools/test.py's main() (in this process: a subprocess costs ~10 s of mmdet/mmseg imports).
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -18,20 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
+from vitpe_mm.datasets import ensure_mini_datasets
+from vitpe_mm.engine import fit_to_machine, load_config, mmengine_checkpoint_globals, mmengine_checkpoint_safe_globals
+
+from conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / 'tools' / 'train.py'
-
-
-def load_tool(name: str):
-    """tools/<name>.py as a module (`tools` is no package; `test` would clash with the standard library)."""
-    spec = importlib.util.spec_from_file_location(f'vitpe_tools_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-from vitpe_mm.datasets import ensure_mini_datasets  # noqa: E402
-from vitpe_mm.engine import (fit_to_machine, load_config, mmengine_checkpoint_globals,  # noqa: E402
-                             mmengine_checkpoint_safe_globals)
 
 ITERS, RESUME_AT = 6, 3
 

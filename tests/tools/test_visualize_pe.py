@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitpe_mm.engine.tool_modules import load_tool
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = '{"embed_dims": [8, 16, 16, 16], "num_heads": [1, 2, 2, 2], "mlp_ratios": [1, 1, 1, 1], "depths": [1, 1, 1, 1]}'
