@@ -165,7 +165,7 @@ def test_checkpoint_of_another_model_is_refused(models, capsys, one_thread):
         load_tool('eval_resolutions').main([config, nointerp, '--scales', '1x'])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
-    assert 'backbone.pos_block.0.proj.0.weight' in err and 'backbone.pos_embeds.0.pos_embed' in err
+    assert 'backbone.pos_block.0.proj.0.weight' in err and 'backbone.pos_embed.0.pos_embed' in err
 
 
 def test_mode_is_for_segmentation(models, capsys):

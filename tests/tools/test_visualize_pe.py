@@ -27,9 +27,9 @@ def test_sincos_demo(tmp_path):
 
 
 @pytest.mark.parametrize('pe_type,modules,names', [
-    ('abs', r'pos_embeds\.0$', ['abs_pos_embeds.0_similarity_16x16.png', 'abs_pos_embeds.0_similarity_8x8.png']),
-    ('rel_bias', r'blocks\.1\.0\.', ['rel_bias_blocks.1.0.attn.rel_pos_bias_table.png',
-                                    'rel_bias_blocks.1.0.attn.rel_pos_bias_centre_query.png']),
+    ('abs', r'pos_embed\.0$', ['abs_pos_embed.0_similarity_16x16.png', 'abs_pos_embed.0_similarity_8x8.png']),
+    ('rel_bias', r'rel_pos_bias\.1\.0$', ['rel_bias_rel_pos_bias.1.0_table.png',
+                                         'rel_bias_rel_pos_bias.1.0_centre_query.png']),
     ('peg', r'pos_block\.2$', ['peg_pos_block.2_constant_input.png']),
 ])
 def test_random_backbone(tmp_path, pe_type, modules, names):
@@ -57,7 +57,7 @@ def test_trained_checkpoint_through_its_config(tmp_path):
                                  mlp_ratios=(1, 1, 1, 1), depths=(1, 1, 1, 1)), pe_type='abs', img_size=64))
     with torch.no_grad():  # a recognisable table: stage 0 holds a 2-D sin-cos PE
         from vitpe_mm.layers import build_sincos_2d_pos_embed
-        backbone.pos_embeds[0].pos_embed.copy_(build_sincos_2d_pos_embed((16, 16), 8))
+        backbone.pos_embed[0].pos_embed.copy_(build_sincos_2d_pos_embed((16, 16), 8))
     state = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
     state['decode_head.conv_seg.weight'] = torch.zeros(150, 32, 1, 1)
     checkpoint = tmp_path / 'iter_10.pth'
@@ -66,11 +66,11 @@ def test_trained_checkpoint_through_its_config(tmp_path):
     tool = load_tool('visualize_pe')
     args = tool.parse_args([str(checkpoint), '--config', str(config), '--cfg-options', 'model.backbone.pe_type=abs'])
     loaded = tool.build_backbone(args)
-    torch.testing.assert_close(loaded.pos_embeds[0].pos_embed, backbone.pos_embeds[0].pos_embed)
+    torch.testing.assert_close(loaded.pos_embed[0].pos_embed, backbone.pos_embed[0].pos_embed)
     written = tool.main([str(checkpoint), '--config', str(config), '--cfg-options', 'model.backbone.pe_type=abs',
-                         '--modules', r'pos_embeds\.0', '--out-dir', str(tmp_path / 'out')])
-    assert [p.name for p in written] == ['abs_pos_embeds.0_similarity_16x16.png',
-                                         'abs_pos_embeds.0_similarity_24x24.png']
+                         '--modules', r'pos_embed\.0', '--out-dir', str(tmp_path / 'out')])
+    assert [p.name for p in written] == ['abs_pos_embed.0_similarity_16x16.png',
+                                         'abs_pos_embed.0_similarity_24x24.png']
 
 
 def test_errors(tmp_path, capsys):
