@@ -463,3 +463,24 @@ def test_restricted_unpickler_path_refuses_other_objects(tmp_path, monkeypatch, 
     torch.save({'mean': GetattrPayload(HistoryBuffer, 'mean')}, stats)
     with mmengine_checkpoint_globals():
         assert torch.load(stats, map_location='cpu', weights_only=True) == {'mean': HistoryBuffer.mean}
+
+
+def test_old_torch_default_weights_only_false_is_overridden_in_the_block(runner_checkpoint, tmp_path, monkeypatch):
+    """torch < 2.6 loads everything by default, so mmengine's own `torch.load(filename, map_location)` (resume,
+    load_from) would unpickle anything: inside the block such calls get weights_only=True. Shown here on this torch
+    with the old default forced back (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) and the flag set as on torch < 2.6."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    import vitpe_mm.engine.safe_load as safe_load
+    path, _ = runner_checkpoint
+    evil = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': {'x': NotAllowed()}}, evil)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    assert isinstance(torch.load(evil)['meta']['x'], NotAllowed)  # the old default: unsafe
+    monkeypatch.setattr(safe_load, 'LOADS_WEIGHTS_ONLY_BY_DEFAULT', False)
+    load = torch.load
+    with mmengine_checkpoint_globals():
+        assert _load_checkpoint(str(path), map_location='cpu')['meta']['iter'] == 2  # mmengine's own read
+        with pytest.raises(pickle.UnpicklingError, match='NotAllowed'):
+            _load_checkpoint(str(evil), map_location='cpu')
+    assert torch.load is load

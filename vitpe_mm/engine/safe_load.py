@@ -25,6 +25,7 @@ import _compat_pickle
 import codecs
 import collections
 import contextlib
+import functools
 import importlib
 import pickle
 from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
@@ -125,6 +126,28 @@ def _allowlist_unpickler(entries: List[SafeGlobal]) -> Iterator[None]:
         module.Unpickler = previous
 
 
+# torch >= 2.6 reads with weights_only=True unless told otherwise; older torch unpickles everything by default.
+LOADS_WEIGHTS_ONLY_BY_DEFAULT = torch.__version__ >= '2.6'
+
+
+@contextlib.contextmanager
+def _weights_only_by_default() -> Iterator[None]:
+    """torch < 2.6: `torch.load` calls without a `weights_only` argument (mmengine's `load_from_local`, in resume
+    and `load_from`) read with weights_only=True while the block runs, as torch >= 2.6 does."""
+    load = torch.load
+
+    @functools.wraps(load)
+    def weights_only_load(*args, **kwargs):
+        kwargs.setdefault('weights_only', True)
+        return load(*args, **kwargs)
+
+    torch.load = weights_only_load
+    try:
+        yield
+    finally:
+        torch.load = load
+
+
 @contextlib.contextmanager
 def mmengine_checkpoint_globals() -> Iterator[None]:
     """Allows the types of an mmengine runner checkpoint in `torch.load(weights_only=True)` inside the block.
@@ -132,12 +155,15 @@ def mmengine_checkpoint_globals() -> Iterator[None]:
     Use it around a runner's own checkpoint reads (resume, `load_from`) and mmengine checkpoints used as
     pretrained weights. A checkpoint holding anything else (pickled classes, functions, other getattr look-ups) is
     still refused with an `UnpicklingError`. torch >= 2.5: `torch.serialization.safe_globals`; older torch (2.1
-    included): a restricted unpickler in place of torch's for the duration of the block.
+    included): a restricted unpickler in place of torch's for the duration of the block. On torch < 2.6, whose
+    `torch.load` defaults to weights_only=False, calls that do not pass `weights_only` get True inside the block.
     """
     entries = mmengine_checkpoint_safe_globals()
-    if hasattr(torch.serialization, 'safe_globals'):
-        with torch.serialization.safe_globals(entries):
-            yield
-    else:
-        with _allowlist_unpickler(entries):
-            yield
+    with contextlib.ExitStack() as stack:
+        if hasattr(torch.serialization, 'safe_globals'):
+            stack.enter_context(torch.serialization.safe_globals(entries))
+        else:
+            stack.enter_context(_allowlist_unpickler(entries))
+        if not LOADS_WEIGHTS_ONLY_BY_DEFAULT:
+            stack.enter_context(_weights_only_by_default())
+        yield
