@@ -119,3 +119,16 @@ def test_eva_parts_without_counterpart_are_named():
 def test_plain_timm_vit_is_still_detected_as_timm():
     state = timm.create_model('vit_tiny_patch16_224', pretrained=False, depth=1).state_dict()
     assert detect_format(state, 'vit') == 'timm'
+
+
+@pytest.mark.parametrize('pair_name', ['vit-rope-timm', 'vit-rope-axial-timm'])
+def test_benchmark_rope_pairs_compare_equal_models(pair_name):
+    """tools/benchmark.py's RoPE rows time ViTPE against timm's Eva with the same weights (through this format)."""
+    import argparse
+    from vitpe_mm.bench import PAIR_CLASSES
+    from vitpe_mm.bench.measure import run_case
+    pair = PAIR_CLASSES[pair_name](tiny=True, device=torch.device('cpu'))
+    assert pair.fmt == 'timm_eva'
+    options = argparse.Namespace(compile=False, warmup=0, repeats=1, no_memory=True, no_flops=True, peak_tflops=None)
+    (row,) = run_case(pair, (64, 100), 1, 'fp32', ['fwd'], options)
+    assert row['equal'] is True and row['max_abs_diff'] <= 1e-5

@@ -305,6 +305,44 @@ class ViTTimm(Pair):
                 backbone_contender('timm vit_small_patch16_224', self.ref, timm_maps))
 
 
+
+class ViTRoPEMixedTimm(Pair):
+    """Rotary PE (RoPE-ViT, arXiv:2403.13298): ViTPE with our `rope_*` encodings vs timm's Eva RoPE ViT, the same
+    weights through the 'timm_eva' converter (layer scale folded into the projections)."""
+
+    name, group, family, needs = 'vit-rope-timm', 'vit', 'vit', ('timm',)
+    description = ("ViTPE ViT-S pe_type='rope_mixed' vs timm Eva vit_small_patch16_rope_mixed_224 (RoPE-Mixed; "
+                   'dynamic_img_size, dynamic_img_pad)')
+    timm_name, pe_type = 'vit_small_patch16_rope_mixed_224', 'rope_mixed'
+
+    def __init__(self, tiny, device):
+        super().__init__(tiny, device)
+        import timm
+        from vitpe_mm.models.vit import ViTPE
+        torch.manual_seed(0)
+        kwargs = dict(embed_dim=TINY_VIT['embed_dims'], depth=TINY_VIT['num_layers'],
+                      num_heads=TINY_VIT['num_heads']) if tiny else {}
+        self.ref = perturb(timm.create_model(self.timm_name, pretrained=False, dynamic_img_size=True,
+                                             dynamic_img_pad=True, **kwargs))
+        self.ours = ViTPE(arch=dict(TINY_VIT) if tiny else 'deit-s', pe_type=self.pe_type)
+        self._load_and_place('vit')
+
+    def contenders(self, size):
+        def timm_maps(module, x):
+            tokens = module.forward_features(x)[:, module.num_prefix_tokens:]
+            h, w = -(-x.shape[-2] // 16), -(-x.shape[-1] // 16)
+            return [tokens.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)]
+        return (backbone_contender(f'ours ViTPE {self.pe_type}', self.ours, _tuple_maps),
+                backbone_contender(f'timm {self.timm_name}', self.ref, timm_maps))
+
+
+class ViTRoPEAxialTimm(ViTRoPEMixedTimm):
+    name = 'vit-rope-axial-timm'
+    description = ("ViTPE ViT-S pe_type='rope_axial' vs timm Eva vit_small_patch16_rope_224 (RoPE-Axial; "
+                   'dynamic_img_size, dynamic_img_pad)')
+    timm_name, pe_type = 'vit_small_patch16_rope_224', 'rope_axial'
+
+
 def _build_from_text(registry_module: str, text: str):
     import tempfile
 
@@ -449,7 +487,8 @@ model = dict(
         return dict(inputs=torch.randn(batch, 3, *size, generator=g).to(self.device), data_samples=samples)
 
 
-PAIR_CLASSES = {cls.name: cls for cls in (SwinMMDet, SwinTimm, CPVTMMSeg, CPVTTimm, ViTTimm, MaskRCNNSwin,
+PAIR_CLASSES = {cls.name: cls for cls in (SwinMMDet, SwinTimm, CPVTMMSeg, CPVTTimm, ViTTimm, ViTRoPEMixedTimm,
+                                          ViTRoPEAxialTimm, MaskRCNNSwin,
                                           UperNetCPVT)}
 
 

@@ -199,12 +199,12 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, half: bool
     Returns:
         The rotated tensor, shape and dtype of x; the rotation runs in the promoted dtype of x and sin/cos.
     """
-    if num_prefix_tokens:
-        rest = apply_rope(x[..., num_prefix_tokens:, :], sin, cos, half)
-        return torch.cat([x[..., :num_prefix_tokens, :], rest], dim=-2)
     if sin.shape[-1] * 2 != x.shape[-1] or cos.shape != sin.shape:
         raise ValueError(f'sin/cos must have shape (..., N, {x.shape[-1] // 2}) for x of shape {tuple(x.shape)}, '
                          f'got {tuple(sin.shape)} and {tuple(cos.shape)}')
+    if num_prefix_tokens:  # the identity rotation (sin 0, cos 1) for them: no copy of x to put them back
+        sin = F.pad(sin, (0, 0, num_prefix_tokens, 0))
+        cos = F.pad(cos, (0, 0, num_prefix_tokens, 0), value=1.0)
     shape = x.shape
     if sin.dim() == x.dim() == 4 and sin.shape[0] not in (1, x.shape[0]):
         if x.shape[0] % sin.shape[0]:
