@@ -292,6 +292,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     trained: Dict[tuple, Path] = {}
     per_scale = None if sweep.resized else canvas_config_hook(args.task)
     for k, (arm, seed) in enumerate(runs, 1):
+        if arm in skipped:  # failed with an earlier seed
+            continue
         name = f'{arm}@seed{seed}'
         label = f'[{k}/{len(runs)} {name}]'
         overrides = overrides_for(arm, seed)
@@ -305,7 +307,16 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
             print(f'{label} reusing {checkpoint}', flush=True)
         else:
             print(f'{label} training {args.budget_iters} iterations at {args.train_size}x{args.train_size}', flush=True)
-            train_run(train_tool, config, work_dir, overrides, label, args.verbose)
+            try:
+                train_run(train_tool, config, work_dir, overrides, label, args.verbose)
+            except (ValueError, RuntimeError, NotImplementedError) as err:  # builds, but cannot train: report it
+                text = str(err).strip().splitlines()[0] if str(err).strip() else ''
+                skipped[arm] = f'training failed with seed {seed}: {type(err).__name__}: {text}'
+                print(f'[skip] {arm}: {skipped[arm]}', flush=True)
+                rows = [r for r in rows if r['arm'] != arm]
+                meta['seconds'] = round(time.time() - start, 1)
+                written = write_results(out_dir, rows, meta)
+                continue
         trained[(arm, seed)] = checkpoint
         t1 = time.time()
         test_args = test_tool.parse_args([config, str(checkpoint), '--work-dir',

@@ -176,3 +176,19 @@ def test_smoke_probe(tmp_path, one_thread):
     meta = json.loads((out / 'results.json').read_text())['meta']
     assert Path(meta['data_root']).name == 'study_probe_64' and len(meta['classes']) == 8
     assert 'at most 33.3 mIoU' in (out / 'results.md').read_text()
+
+
+def test_an_arm_that_cannot_train_is_reported(tmp_path, monkeypatch, one_thread):
+    tool = load_tool('pe_ablation')
+
+    def fail(train_tool, config, work_dir, overrides, label, verbose):
+        raise RuntimeError(f'{overrides["model.backbone.pe_type"]} has no backward\nmore')
+    monkeypatch.setattr(tool, 'train_run', fail)
+    out = tmp_path / 'out'
+    rows = tool.main(['--smoke', '--arms', 'none', 'peg', '--scales', '1x', '--out-dir', str(out)])
+    assert rows == []
+    skipped = json.loads((out / 'results.json').read_text())['meta']['skipped']
+    assert skipped == {'none': 'training failed with seed 0: RuntimeError: none has no backward',
+                       'peg': 'training failed with seed 0: RuntimeError: peg has no backward'}
+    report = (out / 'results.md').read_text()
+    assert '| peg | training failed with seed 0: RuntimeError: peg has no backward |' in report  # 'Skipped arms'
