@@ -250,6 +250,18 @@ def test_cli(tmp_path, capsys):
         tool.main(['--only', 'voc'])
 
 
+def test_cli_study_trees(tmp_path, capsys):
+    tool = _load_tool()
+    args = ['--out', str(tmp_path), '--study', 'probe', 'coco', '--study-size', '32', '--canvases', '1', '2',
+            '--study-train', '2', '--study-val', '1']
+    assert tool.main(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['study_coco_32', 'study_probe_32']
+    with Image.open(next((tmp_path / 'study_probe_32' / 'images' / 'validation_canvas2x').glob('*.png'))) as im:
+        assert im.size == (64, 64)
+    assert tool.main(['--out', str(tmp_path), '--study', 'ade', '--study-size', '32', '--canvases', '0.3']) == 2
+    assert 'even numbers of pixels' in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------- study trees (PE study)
 STUDY_FACTORS = (0.5, 1.0, 2.0)
 
