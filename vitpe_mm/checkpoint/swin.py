@@ -18,8 +18,9 @@ keys the model lacks is read by the 'official' map, which leaves our keys as the
 Everywhere: the relative-bias table of block j of stage i moves to `rel_pos_bias.{i}.{j}.` (resampled on load
 by the module for another window), an absolute PE `absolute_pos_embed` to `pos_embed.0.pos_embed` (resampled for
 another grid; layers/pos_encoding.py names every PE the same on all backbones; vitpe_mm's names from before that,
-`attn.relative_position_bias.`, `absolute_pos_embed.pos_embed`, `layers.{i}.pos_block.`, are renamed too), the classifier's final `norm` becomes the last stage's output norm
-`norm{last}` (it normalises exactly that stage's output), and classification heads, derived buffers
+`attn.relative_position_bias.`, `absolute_pos_embed.pos_embed`, `layers.{i}.pos_block.`, are renamed too), the
+classifier's final `norm` becomes the last stage's output norm `norm{last}` (it normalises exactly that stage's
+output), and classification heads, derived buffers
 and the weights of stages the model does not build (after its last out index) are dropped.
 """
 import re
@@ -32,6 +33,9 @@ from .loader import StateDict, register_format
 
 FAMILY = 'swin'
 _DROPPED = re.compile(r'(^head\.|\.relative_position_index$|\.attn_mask$)')
+# official / timm / mmdet (after renaming) bias tables, and ours before the PE interface (`.relative_position_bias.`)
+_BIAS_TABLE = re.compile(r'layers\.(\d+)\.blocks\.(\d+)\.attn\.'
+                         r'(?:relative_position_bias\.)?relative_position_bias_table')
 _UNFOLD_TO_OFFICIAL = [0, 2, 1, 3]  # (kh, kw) row-major -> x0 (0,0), x1 (1,0), x2 (0,1), x3 (1,1)
 
 
@@ -84,7 +88,7 @@ def _convert_official(state: StateDict, model: nn.Module) -> StateDict:
     for k, v in state.items():
         if _DROPPED.search(k):
             continue
-        m = re.fullmatch(r'layers\.(\d+)\.blocks\.(\d+)\.attn\.(?:relative_position_bias\.)?relative_position_bias_table', k)
+        m = _BIAS_TABLE.fullmatch(k)
         if m:
             k = f'rel_pos_bias.{m[1]}.{m[2]}.relative_position_bias_table'
         elif k in ('absolute_pos_embed', 'absolute_pos_embed.pos_embed'):

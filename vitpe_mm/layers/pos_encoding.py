@@ -30,7 +30,9 @@ Tensors derived from learnable parameters are computed in these calls, every for
 across calls (EMA / MeanTeacher hooks write through `p.data`, invisible to any version check). Only tensors
 that depend on sizes alone (indices, masks, positions) are cached, in `_cache.SIZE_CACHE` (bounded in
 bytes, never inference tensors). A stage whose tokens do not come from a patch embedding (Swin's stages
-after patch merging: `StageSpec.embeds_patches=False`) gets nothing from `add_to_tokens`.
+after patch merging: `StageSpec.embeds_patches=False`) gets nothing from `add_to_tokens`. `frozen_stages`
+freezes `pe.freeze_at(stage)` (the stage input: absolute tables) and `pe.freeze_at(stage, j)` (block j's
+parts, -1 before the first block) through each encoding's `modules_at` / `parameters_at`.
 
 Calling (the attention, with `bpe = pe.block(ctx, j)`)
 ------------------------------------------------------
