@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--cost-curve', action='store_true', help='time/memory vs token count per attention kind')
     parser.add_argument('--curve-sizes', type=lambda s: [parse_size(v) for v in s.split(',')],
                         default=[parse_size(v) for v in ('224', '320', '448', '512', '640', '800', '1024')])
+    parser.add_argument('--curve-pe', type=lambda s: s.split(','), default=['none'],
+                        help="cost curve: positional encodings per block, e.g. none,abs,peg,rel_bias,rope_axial,"
+                        "rope_mixed,rope_dinov3 (each one's per-forward work included)")
     parser.add_argument('--out', default=None, help='JSON file (cost curve: also .csv and .png next to it)')
     return parser
 

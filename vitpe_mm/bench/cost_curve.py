@@ -9,7 +9,7 @@ import csv
 import os
 import statistics
 import sys
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,18 +19,43 @@ from .measure import DTYPES, format_mb, machine_meta, peak_memory, timed
 __all__ = ['attention_blocks', 'cost_curve', 'write_cost_curve_outputs']
 
 
-def attention_blocks(device: torch.device, tiny: bool) -> Dict[str, Tuple[nn.Module, int, int, Callable]]:
-    """One block of each attention kind (ours, preset widths): name -> (block, stride, channels, run(x, hw))."""
+def attention_blocks(device: torch.device, tiny: bool,
+                     pe_types: Sequence = ('none',)) -> Dict[str, Tuple[nn.Module, int, int, Callable]]:
+    """One block of each attention kind (ours, preset widths) with each positional encoding of `pe_types`:
+    name -> (module, stride, channels, run(module, x, hw)); names are the kind, '<kind>+<pe_type>' when encodings
+    other than 'none' are asked for.
+
+    A block with an encoding runs what the backbones run for it in every forward: `prepare` (tables derived from
+    parameters: resampled absolute / relative tables, mixed RoPE frequencies), `add_to_tokens`, the block with
+    its `BlockPE` (bias, rotation), `after_block` (PEG); the tables are made for a 224 x 224 image.
+    """
+    from vitpe_mm.layers import BlockSpec, StageSpec, build_pos_encoding
     from vitpe_mm.models.cpvt import CPVTBlock
     from vitpe_mm.models.swin import SwinBlock
     from vitpe_mm.models.vit import ViTBlock
     vit_c, cpvt_c, swin_c = (32, 16, 16) if tiny else (384, 64, 96)
-    blocks = {
-        'vit_global': (ViTBlock(vit_c, 2 if tiny else 6), 16, vit_c),
-        'pcpvt_sra': (CPVTBlock(cpvt_c, 1, 8.0, 8), 4, cpvt_c),
-        'swin_window': (SwinBlock(swin_c, 1 if tiny else 3, (7, 7), shifted=True), 4, swin_c),
+    vit_h, swin_h = (2, 1) if tiny else (6, 3)
+    kinds = {  # name: (block, stride, channels, heads, BlockSpec)
+        'vit_global': (lambda: ViTBlock(vit_c, vit_h), 16, vit_c, vit_h, BlockSpec()),
+        'pcpvt_sra': (lambda: CPVTBlock(cpvt_c, 1, 8.0, 8), 4, cpvt_c, 1, BlockSpec(sr_ratio=8)),
+        'swin_window': (lambda: SwinBlock(swin_c, swin_h, (7, 7), shifted=True), 4, swin_c, swin_h,
+                        BlockSpec(window_size=(7, 7))),
     }
-    return {k: (m.to(device), s, c, lambda m, x, hw: m(x, hw)) for k, (m, s, c) in blocks.items()}
+    plain = tuple(pe_types) == ('none',)
+    out = {}
+    for kind, (make, stride, channels, heads, spec) in kinds.items():
+        for pe_type in pe_types:
+            holder = nn.Module()  # the block and the encoding's modules (`rope.freqs...`), moved to the device together
+            holder.block = make()
+            pe = build_pos_encoding(pe_type, [StageSpec(channels, heads, (224 // stride, 224 // stride), (spec,))])
+            pe.attach(holder)
+
+            def run(m, x, hw, pe=pe):
+                ctx = pe.prepare(0, hw, x)
+                x = pe.add_to_tokens(x, hw, 0, ctx)
+                return pe.after_block(m.block(x, hw, pe.block(ctx, 0)), hw, 0, ctx)
+            out[kind if plain else f'{kind}+{pe_type}'] = (holder.to(device), stride, channels, run)
+    return out
 
 
 def _block_step(run: Callable, block: nn.Module, x: torch.Tensor, hw: Tuple[int, int], mode: str,
@@ -59,10 +84,12 @@ def cost_curve(args) -> dict:
     rows = []
     print(f'# cost curve: one block of each attention kind (ours), batch 1, {args.dtype[0]}, '
           f'{torch.get_num_threads()} threads, device {device}')
-    print(f'{"kind":<12} {"image":>9} {"tokens":>7} {"mode":>6} {"ms":>9} {"MB":>8}')
+    blocks = attention_blocks(device, args.tiny, getattr(args, 'curve_pe', ('none',)))
+    width = max(12, *map(len, blocks))
+    print(f'{"kind":<{width}} {"image":>9} {"tokens":>7} {"mode":>6} {"ms":>9} {"MB":>8}')
     dtype = DTYPES[args.dtype[0]]
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else contextlib.nullcontext
-    for kind, (block, stride, channels, run) in attention_blocks(device, args.tiny).items():
+    for kind, (block, stride, channels, run) in blocks.items():
         for size in sizes:
             hw = (-(-size[0] // stride), -(-size[1] // stride))
             x = torch.randn(1, hw[0] * hw[1], channels, device=device)
@@ -77,7 +104,7 @@ def cost_curve(args) -> dict:
                 row = dict(kind=kind, image=list(size), grid=list(hw), tokens=hw[0] * hw[1], mode=mode,
                            median_s=median, times_s=times, peak_mem_bytes=mem)
                 rows.append(row)
-                print(f'{kind:<12} {"x".join(map(str, size)):>9} {row["tokens"]:>7} {mode:>6} {median * 1e3:9.2f} '
+                print(f'{kind:<{width}} {"x".join(map(str, size)):>9} {row["tokens"]:>7} {mode:>6} {median * 1e3:9.2f} '
                       f'{format_mb(mem)}', flush=True)
                 block.zero_grad(set_to_none=True)
     return dict(meta=meta, results=rows)
