@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from vitpe_mm.layers import attention_with_bias, shifted_window_attn_mask, window_partition
+from vitpe_mm.layers import (BlockSpec, StageSpec, attention_with_bias, build_pos_encoding, grid_token_positions,
+                             reduced_key_positions, shifted_window_attn_mask, window_partition, window_token_positions)
 from vitpe_mm.layers.rope import (apply_rope, axial_rope_angles, axial_rope_bands, dinov3_rope_angles,
                                   dinov3_rope_periods, grid_positions, mixed_rope_angles, mixed_rope_init,
                                   reduced_positions, rope_sin_cos, window_positions)
@@ -286,10 +287,6 @@ def test_bad_arguments_raise_clear_errors():
 
 
 # ------------------------------------------------------------------------------------------ the encodings
-from vitpe_mm.layers import (BlockSpec, StageSpec, build_pos_encoding, grid_token_positions,  # noqa: E402
-                             reduced_key_positions, window_token_positions)
-
-
 def _stages(head_dims=16, num_heads=2, depth=3, blocks=None):
     return [StageSpec(head_dims * num_heads, num_heads, (4, 4), tuple(blocks or (BlockSpec(),) * depth), 1)]
 
@@ -355,8 +352,8 @@ def test_encoding_windows_and_reduced_keys_use_global_positions():
     pe = build_pos_encoding('rope_dinov3', stages=_stages())
     win = window_token_positions(hw, (3, 3), (1, 1))
     rot = _rotation(pe, hw, q_pos=win)
-    expected, _ = rope_sin_cos(dinov3_rope_angles(
-        window_positions(grid_positions(hw, extent=(6, 9), normalize='separate'), (6, 9), 3, 1), dinov3_rope_periods(16)))
+    positions = window_positions(grid_positions(hw, extent=(6, 9), normalize='separate'), (6, 9), 3, 1)
+    expected, _ = rope_sin_cos(dinov3_rope_angles(positions, dinov3_rope_periods(16)))
     assert torch.equal(rot.q_sin, expected.unsqueeze(1))
     keys = reduced_key_positions(hw, 2)
     rot = _rotation(build_pos_encoding('rope_mixed', stages=_stages()), hw, k_pos=keys)

@@ -11,6 +11,10 @@ Positions are float (N, 2) tensors of (y, x) coordinates in patch units, so that
 grid (`window_positions`), spatial-reduction attention puts its keys at the centres of the reduced cells
 (`reduced_positions`). An angle table holds one angle per rotated pair, shape (..., N, d / 2); `rope_sin_cos`
 turns it into the (sin, cos) that `apply_rope` rotates q and k with.
+
+The encodings 'rope_axial', 'rope_mixed' and 'rope_dinov3' (`AxialRoPE`, `MixedRoPE`, `DinoV3RoPE`, at the end)
+wrap these functions in the positional-encoding interface of `pos_encoding.py` (its `rotation` hook), so they run
+in every backbone and attention kind and compose with the other encodings (`pe_type=['abs', 'rope_mixed']`).
 """
 import math
 from typing import Any, List, Optional, Sequence, Tuple
