@@ -34,7 +34,6 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_FACTORS = ('0.5x', '0.75x', '1x', '1.25x', '1.5x', '2x')
 SMOKE = dict(budget_iters=2, batch_size=2, train_size=64, scales=['0.5x', '1x', '2x'], train_images=4, val_images=2,
              seeds=[0, 1])
 CAVEAT = (
@@ -47,7 +46,7 @@ CAVEAT = (
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from vitpe_mm.analysis.ablation import ABLATION_BACKBONES
+    from vitpe_mm.analysis.ablation import ABLATION_BACKBONES, DEFAULT_FACTORS
     from vitpe_mm.analysis.study import DEFAULT_SEEDS, STUDY_ARMS, SWEEPS, TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,7 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--budget-iters', type=int, default=500, help='training iterations per run (default 500)')
     parser.add_argument('--batch-size', type=int, default=8, help='training batch (default 8)')
     parser.add_argument('--train-size', type=int, default=128, help='training canvas side in pixels (default 128)')
-    parser.add_argument('--scales', nargs='+', default=list(DEFAULT_FACTORS),
+    parser.add_argument('--scales', nargs='+', default=[f'{f:g}x' for f in DEFAULT_FACTORS],
                         help='test scales as factors of the training size (default 0.5x 0.75x 1x 1.25x 1.5x 2x)')
     parser.add_argument('--lr', type=float, default=2e-3, help='AdamW learning rate (default 2e-3)')
     parser.add_argument('--train-images', type=int, default=256, help='training images of the tree (default 256)')
@@ -81,7 +80,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='checkpoints and logs (default work_dirs/pe_study/runs/<tree and '
                         'budget>: shared by the sweeps that train on the same tree)')
     parser.add_argument('--retrain', action='store_true', help='train again even when a run\'s checkpoint exists')
-    parser.add_argument('--reuse', action='store_true', help=argparse.SUPPRESS)  # the default now; kept for old commands
+    parser.add_argument('--reuse', action='store_true', help=argparse.SUPPRESS)  # the default now (old commands)
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
     parser.add_argument('--smoke', action='store_true',
                         help='minimal budget for testing: ' + ', '.join(f'{k}={v}' for k, v in SMOKE.items()))

@@ -3,7 +3,6 @@ import pytest
 
 from vitpe_mm.analysis import (DET_COLUMNS, SEG_COLUMNS, TestScale, baseline_difference, columns_for, format_pivot,
                                format_table, metric_row, read_csv, read_json, write_csv, write_json)
-from vitpe_mm.analysis.ablation import summarize_ablation
 
 S_HALF, S_ONE, S_TWO = TestScale('64x64', (64, 64), 0.5), TestScale('128x128', (128, 128), 1.0), \
     TestScale('256x256', (256, 256), 2.0)
@@ -79,30 +78,3 @@ def test_csv_and_json_round_trip(tmp_path):
     payload = read_json(tmp_path / 'r.json')
     assert payload['rows'] == rows and payload['meta'] == dict(config='x.py')
     assert [c['name'] for c in payload['columns']] == ['mIoU', 'aAcc', 'mAcc']
-
-
-def test_summarize_ablation():
-    summary = {s['label']: s for s in summarize_ablation(seg_rows(), 'mIoU')}
-    peg, nointerp = summary['peg'], summary['abs_nointerp']
-    assert peg['at_reference'] == 45.5
-    assert peg['deltas'] == {0.5: pytest.approx(-5.38), 2.0: pytest.approx(-1.5)}
-    assert peg['worst'] == (pytest.approx(-5.38), 0.5) and peg['best'] == (pytest.approx(-1.5), 2.0)
-    assert peg['na'] == []
-    assert nointerp['na'] == [2.0] and nointerp['deltas'][2.0] is None
-    assert nointerp['worst'] == nointerp['best'] == (pytest.approx(-12.0), 0.5)
-
-
-def test_aggregate_seeds():
-    from vitpe_mm.analysis.ablation import aggregate_seeds, run_label
-
-    assert run_label('peg', 3, [3]) == 'peg' and run_label('peg', 3, [0, 3]) == 'peg@seed3'
-    rows = [metric_row('peg@seed0', S_ONE, SEG_COLUMNS, dict(mIoU=40.0, aAcc=80.0, mAcc=50.0)),
-            metric_row('peg@seed0', S_TWO, SEG_COLUMNS, dict(mIoU=30.0, aAcc=70.0, mAcc=40.0)),
-            metric_row('peg@seed1', S_ONE, SEG_COLUMNS, dict(mIoU=45.0, aAcc=81.0, mAcc=52.0)),
-            metric_row('peg@seed1', S_TWO, SEG_COLUMNS, None, note='too big')]
-    merged, spreads = aggregate_seeds(rows, SEG_COLUMNS)
-    assert [s.name for s in spreads] == ['mIoU spread', 'aAcc spread', 'mAcc spread']
-    assert [(r['label'], r['scale'], r['status']) for r in merged] == [('peg', '128x128', 'ok'),
-                                                                       ('peg', '256x256', 'n/a')]
-    assert merged[0]['mIoU'] == 42.5 and merged[0]['mIoU spread'] == 5.0 and merged[0]['aAcc'] == 80.5
-    assert merged[1]['mIoU'] is None and merged[1]['note'] == 'too big'

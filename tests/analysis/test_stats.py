@@ -91,7 +91,8 @@ def test_paired_differences_by_hand():
     # arms' own intervals (72 +- 4.97, 76 +- 7.45) overlap: the seed is shared, pairing removes its part
     peg = diffs[('peg', '128x128')]
     assert peg['differences'] == {0: 3.0, 1: 4.0, 2: 5.0} and peg['resolved']
-    assert peg['interval'].mean == pytest.approx(4.0) and peg['interval'].half_width == pytest.approx(2.484138, abs=1e-6)
+    assert peg['interval'].mean == pytest.approx(4.0)
+    assert peg['interval'].half_width == pytest.approx(2.484138, abs=1e-6)
     # abs - none = 1, 2, 1: mean 4/3, s = sqrt(1/3), half-width 4.302653 / 3 = 1.434218: contains 0
     abs_1x = diffs[('abs', '128x128')]
     assert abs_1x['interval'].mean == pytest.approx(4 / 3)

@@ -1,23 +1,22 @@
-"""The positional-encoding ablation: one backbone, one training resolution, one budget and seed, PE types swapped.
+"""Configs of the positional-encoding study's runs: one backbone, one training resolution, one budget and seed,
+PE types swapped (the study itself: `vitpe_mm.analysis.study`, tools/pe_ablation.py).
 
 The setting follows the question of "Conditional Positional Encodings for Vision Transformers" (CPVT,
-arXiv:2102.10882, Table 2): train at one resolution, test at others without fine-tuning. Here it is a semantic FPN
-on the procedurally drawn mini ADE20K (`vitpe_mm.datasets.mini`), small enough for a CPU: every image is resized
-to a square `train_size` for training (no crop: the token grids are those of the training size), and resized to
-`factor * train_size` squares for testing with whole-image inference, so the backbone meets grids `factor` times
-the training grid. The decode head predicts the 15 ADE20K classes the generator draws (the dataset's `metainfo`
-keeps those, the other 135 are never drawn), which keeps the 150-class cross-entropy from dominating CPU time.
+arXiv:2102.10882, Table 2): train at one resolution, test at others without fine-tuning. For segmentation it is a
+semantic FPN, small enough for a CPU: every image is resized to a square `train_size` for training (no crop: the
+token grids are those of the training size), and tested on `factor * train_size` squares with whole-image
+inference, so the backbone meets grids `factor` times the training grid. The decode head predicts the 15 ADE20K
+classes the generator draws (the dataset's `metainfo` keeps those, the other 135 are never drawn), which keeps the
+150-class cross-entropy from dominating CPU time.
 
 `ablation_overrides` returns the config changes (dotted keys for `Config.merge_from_dict`, i.e. tools/train.py's
-`--cfg-options`) that turn a demo config of the chosen backbone into one ablation arm.
+`--cfg-options`) that turn the segmentation demo config of the chosen backbone into one run.
 """
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .results import STATUS_NA, STATUS_OK, MetricColumn
 
-__all__ = ['AblationBackbone', 'ABLATION_BACKBONES', 'ABLATION_PE_TYPES', 'DEFAULT_FACTORS', 'SEED_SEPARATOR',
-           'mini_ade_classes', 'ablation_overrides', 'run_label', 'aggregate_seeds', 'summarize_ablation']
+__all__ = ['AblationBackbone', 'ABLATION_BACKBONES', 'DEFAULT_FACTORS', 'mini_ade_classes', 'ablation_overrides']
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,7 @@ ABLATION_BACKBONES: Dict[str, AblationBackbone] = {
                              'configs/demo/swin_maskrcnn_demo.py'),
     'vit': AblationBackbone('configs/demo/vit_fpn_demo.py', 'img_size', 'configs/demo/vit_maskrcnn_demo.py'),
 }
-# The arms of the paper's comparison: no PE, learned absolute PE resampled to the test grid, the same table only
-# cropped (cannot run on grids larger than the training one), PEG, learned relative bias. 'sincos' can be added.
-ABLATION_PE_TYPES = ('none', 'abs', 'abs_nointerp', 'peg', 'rel_bias')
 DEFAULT_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-SEED_SEPARATOR = '@seed'
 
 
 def mini_ade_classes() -> Tuple[str, ...]:
@@ -121,61 +116,3 @@ def ablation_overrides(backbone: str, pe_type: str, train_size: int, iters: int,
         'default_hooks.checkpoint': dict(type='CheckpointHook', by_epoch=False, interval=iters, max_keep_ckpts=1),
         'randomness': dict(seed=seed),
     }
-
-
-def run_label(pe_type: str, seed: int, seeds: Sequence[int]) -> str:
-    """The label of one training run: the PE type, with '@seed<N>' when the ablation has several seeds."""
-    return pe_type if len(seeds) == 1 else f'{pe_type}{SEED_SEPARATOR}{seed}'
-
-
-def aggregate_seeds(rows: Sequence[Mapping[str, Any]],
-                    columns: Sequence[MetricColumn]) -> Tuple[List[Dict[str, Any]], List[MetricColumn]]:
-    """Rows of runs labelled 'pe@seedN' merged per (PE type, scale): each metric's mean over the seeds, and a
-    '<metric> spread' column (max - min over the seeds: how far one cell moves with the seed).
-
-    A scale is n/a when any seed could not run it. Returns (rows, the spread columns).
-    """
-    spreads = [MetricColumn(f'{c.key} spread', f'{c.name} spread', 1.0, c.digits, c.optional) for c in columns]
-    groups: Dict[Tuple[str, float, str], List[Mapping[str, Any]]] = {}
-    for row in rows:
-        arm = str(row['label']).split(SEED_SEPARATOR)[0]
-        groups.setdefault((arm, row['factor'], row['scale']), []).append(row)
-    out = []
-    for (arm, _, _), group in groups.items():
-        ok = all(r['status'] == STATUS_OK for r in group)
-        merged = dict(group[0], label=arm, status=STATUS_OK if ok else STATUS_NA,
-                      note='' if ok else next(r['note'] for r in group if r['status'] != STATUS_OK))
-        for column, spread in zip(columns, spreads):
-            values = [r[column.name] for r in group if r.get(column.name) is not None]
-            merged[column.name] = round(sum(values) / len(values), column.digits) if ok and values else None
-            merged[spread.name] = round(max(values) - min(values), column.digits) if ok and values else None
-        out.append(merged)
-    return out, spreads
-
-
-def summarize_ablation(rows: Sequence[Mapping[str, Any]], metric: str,
-                       reference_factor: float = 1.0) -> List[Dict[str, Any]]:
-    """Per PE type (row label): the metric at the training scale and its change at every other scale.
-
-    Returns dicts with `label`, `at_reference`, `deltas` ({factor: change or None for n/a}), `worst` and `best`
-    (the most negative / positive change and its factor), `na` (factors the model could not run).
-    """
-    out = []
-    for label in dict.fromkeys(r['label'] for r in rows):
-        mine = sorted((r for r in rows if r['label'] == label), key=lambda r: r['factor'])
-        ref = next((r for r in mine if abs(r['factor'] - reference_factor) < 1e-6 and r['status'] == STATUS_OK), None)
-        ref_value = ref.get(metric) if ref is not None else None
-        deltas, na = {}, []
-        for r in mine:
-            if r is ref:
-                continue
-            if r['status'] != STATUS_OK or r.get(metric) is None or ref_value is None:
-                deltas[r['factor']] = None
-                if r['status'] != STATUS_OK:
-                    na.append(r['factor'])
-            else:
-                deltas[r['factor']] = round(r[metric] - ref_value, 4)
-        known = [(d, f) for f, d in deltas.items() if d is not None]
-        out.append(dict(label=label, at_reference=ref_value, deltas=deltas, na=na,
-                        worst=min(known) if known else None, best=max(known) if known else None))
-    return out

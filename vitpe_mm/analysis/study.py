@@ -20,7 +20,7 @@ import os.path as osp
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .ablation import ABLATION_BACKBONES, _schedule, ablation_overrides
+from .ablation import ABLATION_BACKBONES, _schedule, ablation_overrides, mini_ade_classes
 from .results import DET_COLUMNS, SEG_COLUMNS, MetricColumn, _markdown
 from .stats import Interval
 
@@ -110,14 +110,13 @@ def study_classes(kind: str) -> Tuple[str, ...]:
     ADE20K names of label values 1..8: texture k top = 2k + 1, bottom = 2k + 2) or the 6 drawn COCO ones."""
     if kind == 'coco':
         return DET_CLASSES
+    if kind != 'probe':
+        return mini_ade_classes()
     from mmseg.datasets import ADE20KDataset
 
-    from vitpe_mm.datasets.mini import ADE_LABELS, PROBE_TEXTURES
+    from vitpe_mm.datasets.mini import PROBE_TEXTURES
 
-    names = ADE20KDataset.METAINFO['classes']
-    if kind == 'probe':
-        return tuple(names[:2 * len(PROBE_TEXTURES)])
-    return tuple(names[value - 1] for value in sorted(ADE_LABELS.values()))
+    return tuple(ADE20KDataset.METAINFO['classes'][:2 * len(PROBE_TEXTURES)])
 
 
 def study_metric(task: str) -> MetricColumn:
@@ -262,7 +261,7 @@ def interval_table(cells: Sequence[Mapping[str, Any]], metric: str, digits: int 
             row.append('' if cell is None else 'n/a' if cell['status'] != 'ok' else
                        format_interval(cell['interval'], digits))
         body.append(row)
-    for arm, reason in (skipped or {}).items():
+    for arm in skipped or {}:
         body.append([arm] + ['skipped'] * len(scales))
     return _markdown(_header(scales, f'{metric} \\ scale'), body, 1)
 
