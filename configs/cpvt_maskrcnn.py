@@ -15,6 +15,7 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/pe_no_decay.py',
 ]
 custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
 
@@ -42,12 +43,7 @@ test_evaluator = val_evaluator
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=0.0002, betas=(0.9, 0.999), weight_decay=0.0001),
-    paramwise_cfg=dict(custom_keys={
-        'pos_block': dict(decay_mult=0.),
-        'pos_embed': dict(decay_mult=0.),
-        'relative_position_bias_table': dict(decay_mult=0.),
-        'norm': dict(decay_mult=0.),
-    }))
+    paramwise_cfg=dict(custom_keys=_base_.pe_no_decay))
 
 # lr is set for 16 images per iteration (8 GPUs x 2); enable=True (mmdet: --auto-scale-lr) rescales it linearly
 # for another total batch size.

@@ -11,6 +11,7 @@ _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/pe_no_decay.py',
 ]
 custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
 
@@ -36,10 +37,5 @@ test_evaluator = val_evaluator
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
-    paramwise_cfg=dict(custom_keys={
-        'pos_block': dict(decay_mult=0.),
-        'pos_embed': dict(decay_mult=0.),
-        'relative_position_bias_table': dict(decay_mult=0.),
-        'norm': dict(decay_mult=0.),
-    }))
+    paramwise_cfg=dict(custom_keys=_base_.pe_no_decay))
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -14,6 +14,7 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py',
+    '../_base_/pe_no_decay.py',
 ]
 custom_imports = dict(imports=['vitpe_mm'], allow_failed_imports=False)
 
@@ -44,12 +45,7 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.0001),
-    paramwise_cfg=dict(custom_keys={
-        'pos_block': dict(decay_mult=0.),
-        'pos_embed': dict(decay_mult=0.),
-        'relative_position_bias_table': dict(decay_mult=0.),
-        'norm': dict(decay_mult=0.),
-    }),
+    paramwise_cfg=dict(custom_keys=_base_.pe_no_decay),
     clip_grad=None)
 
 # lr is set for 32 images per iteration (8 GPUs x 4); enable=True (tools/train.py --auto-scale-lr) rescales it

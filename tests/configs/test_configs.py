@@ -17,7 +17,9 @@ from vitpe_mm.datasets import check_data_layout, ensure_mini_datasets
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / 'configs'
-ALL_CONFIGS = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob('*.py'))
+# configs/_base_/ holds fragments the configs inherit, not configs of their own
+ALL_CONFIGS = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob('*.py')
+                     if p.relative_to(CONFIG_DIR).parts[0] != '_base_')
 DEMO_CONFIGS = [c for c in ALL_CONFIGS if c.startswith('demo/')]
 REAL_CONFIGS = [c for c in ALL_CONFIGS if not c.startswith('demo/')]
 BACKBONES = ('CPVTv2', 'SwinRPB', 'ViTPE')
