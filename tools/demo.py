@@ -48,7 +48,7 @@ def ensure_data(cfg) -> None:
     from vitpe_mm.datasets import ensure_mini_datasets, required_paths
 
     trees = set()
-    for path, kind, key, _ in required_paths(cfg):
+    for path, _kind, key, _ in required_paths(cfg):
         if key.endswith('.data_root') and Path(path).name in MINI_TREES:
             trees.add((str(Path(path).parent), MINI_TREES[Path(path).name]))
     for root, tree in sorted(trees):

@@ -22,6 +22,8 @@ from vitpe_mm.checkpoint.sources import hub_repo_id, is_remote
 from vitpe_mm.engine import mmengine_checkpoint_globals
 from vitpe_mm.models.cpvt import CPVTv2
 
+from conftest import perturb
+
 TINY = dict(embed_dims=(16, 32, 40, 64), num_heads=(1, 2, 5, 8), mlp_ratios=(2, 2, 2, 2), depths=(1, 2, 1, 1))
 COMMIT = 'a' * 40  # the revision the fake hub serves
 LOOPBACK = ('127.0.0.1', 'localhost', b'127.0.0.1', b'localhost')
@@ -32,12 +34,8 @@ def timm_state():
     """The state dict of a tiny timm Twins-PCPVT (timm/official keys, with its classifier head)."""
     from timm.models.twins import Twins
     torch.manual_seed(0)
-    model = Twins(embed_dims=TINY['embed_dims'], num_heads=TINY['num_heads'], mlp_ratios=TINY['mlp_ratios'],
-                  depths=TINY['depths'], sr_ratios=(8, 4, 2, 1), num_classes=10)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    model = perturb(Twins(embed_dims=TINY['embed_dims'], num_heads=TINY['num_heads'], mlp_ratios=TINY['mlp_ratios'],
+                          depths=TINY['depths'], sr_ratios=(8, 4, 2, 1), num_classes=10), std=0.05)
     return {k: v.clone().contiguous() for k, v in model.state_dict().items()}
 
 

@@ -7,6 +7,8 @@ import torch
 from vitpe_mm.checkpoint import CheckpointError, convert_state_dict, detect_format
 from vitpe_mm.models.vit import ViTPE
 
+from conftest import perturb
+
 timm = pytest.importorskip('timm')
 
 # timm name -> our pe_type; 4 of the 12 blocks of ViT-S (same widths and heads: head dims 64)
@@ -80,10 +82,7 @@ def test_eva_attention_q_v_biases_load_as_qkv_bias():
     ref = Eva(embed_dim=384, depth=2, num_heads=6, attn_type='eva', init_values=1e-5, global_pool='token',
               use_abs_pos_emb=False, use_rot_pos_emb=True, rope_grid_indexing='xy', rope_temperature=100.0,
               dynamic_img_size=True).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb(ref, std=0.05)
     state = ref.state_dict()
     assert 'blocks.0.attn.q_bias' in state and 'blocks.0.attn.qkv.bias' not in state
     ours = ViTPE(arch=dict(embed_dims=384, num_layers=2, num_heads=6), pe_type='rope_axial')

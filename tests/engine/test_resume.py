@@ -89,7 +89,8 @@ def toy_run(tmp_path_factory):
     return work_dir, recorder.losses
 
 
-OLD_DEFAULT = pytest.mark.skipif(torch.__version__ < '2.6', reason='torch < 2.6 loads with weights_only=False by default')
+OLD_DEFAULT = pytest.mark.skipif(torch.__version__ < '2.6',
+                                 reason='torch < 2.6 loads with weights_only=False by default')
 
 
 @OLD_DEFAULT

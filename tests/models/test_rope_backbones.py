@@ -14,6 +14,8 @@ from vitpe_mm.models.cpvt import CPVTv2
 from vitpe_mm.models.swin import SwinRPB, WindowAttention
 from vitpe_mm.models.vit import ViTBlock, ViTPE
 
+from conftest import perturb
+
 timm_rope = pytest.importorskip('timm.layers.pos_embed_sincos')
 
 ROPE_TYPES = ['rope_axial', 'rope_mixed', 'rope_dinov3', ['abs', 'rope_mixed']]
@@ -42,11 +44,7 @@ def _backbone(name: str, pe_type):
 
 
 def _perturb(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
+    return perturb(model, std=0.05).eval()
 
 
 @pytest.mark.parametrize('name', ['vit', 'vitdet', 'cpvt', 'swin'])

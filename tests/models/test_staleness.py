@@ -18,6 +18,8 @@ from vitpe_mm.models.cpvt import CPVTv2
 from vitpe_mm.models.swin import SwinRPB
 from vitpe_mm.models.vit import ViTPE
 
+from conftest import perturb
+
 BACKBONES = ('vit', 'vitdet', 'cpvt', 'swin')
 COMPOSED = (('rel_bias', 'abs'), ('abs', 'rope_mixed'), ('peg', 'rel_bias'))
 CASES = [(b, p) for b in BACKBONES for p in PE_TYPES + COMPOSED]
@@ -36,11 +38,7 @@ def _build(backbone: str, pe_type, seed: int = 0) -> nn.Module:
     else:
         model = SwinRPB(arch=dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)), pretrain_img_size=128,
                         pe_type=pe, drop_path_rate=0.0)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
+    return perturb(model, seed=seed, std=0.05).eval()
 
 
 def _fresh(backbone: str, pe_type, like: nn.Module) -> nn.Module:

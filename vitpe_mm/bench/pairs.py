@@ -318,6 +318,7 @@ class ViTRoPEMixedTimm(Pair):
     def __init__(self, tiny, device):
         super().__init__(tiny, device)
         import timm
+
         from vitpe_mm.models.vit import ViTPE
         torch.manual_seed(0)
         kwargs = dict(embed_dim=TINY_VIT['embed_dims'], depth=TINY_VIT['num_layers'],
