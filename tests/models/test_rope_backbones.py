@@ -234,3 +234,17 @@ def test_global_rope_vit_equals_timm_rotation_of_the_grid():
         ref = ref + block.mlp(block.norm2(ref))
     assert (out - ref).abs().max() < 1e-5
     assert math.isfinite(out.abs().max().item())
+
+
+@pytest.mark.parametrize('name', ['vit', 'vitdet', 'cpvt', 'swin'])
+def test_rope_paths_capture_in_one_graph(name, pe_type='rope_mixed'):
+    """torch.compile sees the rotations without a graph break (fullgraph; dynamo with the eager backend, so no C++
+    compiler is needed): the Swin compile path, ViTDet windows and SR keys included, outputs equal to eager."""
+    model, _ = _backbone(name, pe_type)
+    model = _perturb(model)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend='eager', fullgraph=True, dynamic=False)
+    x = torch.randn(1, 3, 80, 112)
+    with torch.no_grad():
+        for out, ref in zip(compiled(x), model(x)):
+            assert (out - ref).abs().max() < 1e-5
