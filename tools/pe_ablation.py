@@ -194,12 +194,13 @@ def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]
     return [out_dir / 'results.md', out_dir / 'results.csv', per_seed, out_dir / 'results.json', plot]
 
 
-def train_run(train_tool, config: str, work_dir: Path, overrides: Dict, label: str, verbose: bool) -> None:
+def train_run(cli, config: str, work_dir: Path, overrides: Dict, label: str, verbose: bool) -> None:
+    """Trains one arm as tools/train.py does (`cli`: vitpe_mm.engine.cli, its arguments and config set-up)."""
     from vitpe_mm.engine import build_runner
 
-    train_args = train_tool.parse_args([config, '--work-dir', str(work_dir)])
+    train_args = cli.parse_train_args([config, '--work-dir', str(work_dir)])
     train_args.cfg_options = overrides
-    cfg = train_tool.setup_train_cfg(train_args)
+    cfg = cli.setup_train_cfg(train_args)
     if not verbose:
         cfg.log_level = 'WARNING'
         interval = max(1, overrides['default_hooks.logger.interval'])
@@ -232,7 +233,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
                                          study_metric, study_overrides)
     from vitpe_mm.analysis.sweep import evaluate_at_scales
     from vitpe_mm.engine import load_config
-    from vitpe_mm.engine.tool_modules import load_tool
+    from vitpe_mm.engine import cli
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -272,7 +273,6 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     arms = [a for a in args.arms if a not in skipped]
     if args.baseline not in args.arms:
         print(f'[note] baseline {args.baseline!r} is not an arm: no paired differences', flush=True)
-    train_tool, test_tool = load_tool('train'), load_tool('test')
     meta = dict(command=args.command, sweep=args.sweep, task=args.task, backbone=args.backbone,
                 config=str(Path(config).relative_to(ROOT)), arms=args.arms, skipped=skipped, baseline=args.baseline,
                 seeds=args.seeds, level=args.level, metric=metric.name, budget_iters=args.budget_iters,
@@ -307,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         else:
             print(f'{label} training {args.budget_iters} iterations at {args.train_size}x{args.train_size}', flush=True)
             try:
-                train_run(train_tool, config, work_dir, overrides, label, args.verbose)
+                train_run(cli, config, work_dir, overrides, label, args.verbose)
             except (ValueError, RuntimeError, NotImplementedError) as err:  # builds, but cannot train: report it
                 text = str(err).strip().splitlines()[0] if str(err).strip() else ''
                 skipped[arm] = f'training failed with seed {seed}: {type(err).__name__}: {text}'
@@ -318,10 +318,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
                 continue
         trained[(arm, seed)] = checkpoint
         t1 = time.time()
-        test_args = test_tool.parse_args([config, str(checkpoint), '--work-dir',
-                                          str(work_dir / f'eval_{args.sweep}')])
+        test_args = cli.parse_test_args([config, str(checkpoint), '--work-dir',
+                                         str(work_dir / f'eval_{args.sweep}')])
         test_args.cfg_options = overrides
-        test_cfg = test_tool.setup_test_cfg(test_args)
+        test_cfg = cli.setup_test_cfg(test_args)
         for row in evaluate_at_scales({name: test_cfg}, specs, keep_ratio=False,
                                       mode='whole' if args.task == 'seg' else None, verbose=args.verbose,
                                       progress=lambda line: print(line, flush=True), per_scale=per_scale):
