@@ -232,8 +232,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from vitpe_mm.analysis.study import (SWEEPS, arm_support, canvas_config_hook, study_classes, study_data_kind,
                                          study_metric, study_overrides)
     from vitpe_mm.analysis.sweep import evaluate_at_scales
-    from vitpe_mm.engine import load_config
-    from vitpe_mm.engine import cli
+    from vitpe_mm.engine import cli, load_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
