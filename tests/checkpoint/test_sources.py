@@ -371,7 +371,7 @@ def test_mmengine_checkpoint_globals_without_safe_globals_api(runner_checkpoint,
     here, reads a real Runner checkpoint and still refuses other objects."""
     from mmengine.logging import HistoryBuffer
     path, trained = runner_checkpoint
-    monkeypatch.delattr(torch.serialization, 'safe_globals')
+    monkeypatch.delattr(torch.serialization, 'safe_globals', raising=False)
     original = torch._weights_only_unpickler.Unpickler
     with mmengine_checkpoint_globals():
         assert torch._weights_only_unpickler.Unpickler is not original
@@ -452,7 +452,7 @@ def _payloads():
                                                  'getattr-init'])
 def test_restricted_unpickler_path_refuses_other_objects(tmp_path, monkeypatch, index):
     from mmengine.logging import HistoryBuffer
-    monkeypatch.delattr(torch.serialization, 'safe_globals')
+    monkeypatch.delattr(torch.serialization, 'safe_globals', raising=False)
     path = tmp_path / 'payload.pth'
     torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': {'x': _payloads()[index]}}, path)
     with mmengine_checkpoint_globals(), pytest.raises(pickle.UnpicklingError):
