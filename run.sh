@@ -25,7 +25,9 @@ case "$cmd" in
   demo) exec "$PY" tools/demo.py "$@" ;;
   test) exec "${PYTEST[@]}" "$@" ;;
   test-oldest)
-    [ $# -gt 0 ] || set -- tests/layers tests/models tests/checkpoint
+    # torch.compile tests pass on torch 2.1.2 too, but its inductor needs ~5 min per backbone on 2 cores
+    # (Swin: 315 s): they run in `bash run.sh test`, and here when the paths are given explicitly.
+    [ $# -gt 0 ] || set -- tests/layers tests/models tests/checkpoint --deselect tests/models/test_compile.py
     exec "${PYTEST[@]}" "$@" ;;
   setup) exit 0 ;;
   python) exec "$PY" "$@" ;;
