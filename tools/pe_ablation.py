@@ -229,8 +229,15 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from vitpe_mm.analysis import columns_for, parse_scales
     from vitpe_mm.analysis.ablation import ABLATION_BACKBONES
     from vitpe_mm.analysis.progress import ProgressHook  # noqa: F401  (registers the hook)
-    from vitpe_mm.analysis.study import (SWEEPS, arm_support, canvas_config_hook, study_classes, study_data_kind,
-                                         study_metric, study_overrides)
+    from vitpe_mm.analysis.study import (
+        SWEEPS,
+        arm_support,
+        canvas_config_hook,
+        study_classes,
+        study_data_kind,
+        study_metric,
+        study_overrides,
+    )
     from vitpe_mm.analysis.sweep import evaluate_at_scales
     from vitpe_mm.engine import cli, load_config
 

@@ -2,8 +2,16 @@
 import pytest
 import torch
 
-from vitpe_mm.analysis import (centre_query_bias, find_pe_modules, peg_constant_response, pos_embed_grid,
-                               pos_embed_similarity, query_positions, rel_bias_table_maps, resampled_similarity)
+from vitpe_mm.analysis import (
+    centre_query_bias,
+    find_pe_modules,
+    peg_constant_response,
+    pos_embed_grid,
+    pos_embed_similarity,
+    query_positions,
+    rel_bias_table_maps,
+    resampled_similarity,
+)
 from vitpe_mm.layers import PosConvEncoding, RelativePositionBias, build_sincos_2d_pos_embed
 from vitpe_mm.models import CPVTv2
 

@@ -1,8 +1,20 @@
 """Sweep rows, the Markdown tables, CSV / JSON writers, and the ablation summary."""
 import pytest
 
-from vitpe_mm.analysis import (DET_COLUMNS, SEG_COLUMNS, TestScale, baseline_difference, columns_for, format_pivot,
-                               format_table, metric_row, read_csv, read_json, write_csv, write_json)
+from vitpe_mm.analysis import (
+    DET_COLUMNS,
+    SEG_COLUMNS,
+    TestScale,
+    baseline_difference,
+    columns_for,
+    format_pivot,
+    format_table,
+    metric_row,
+    read_csv,
+    read_json,
+    write_csv,
+    write_json,
+)
 
 S_HALF, S_ONE, S_TWO = TestScale('64x64', (64, 64), 0.5), TestScale('128x128', (128, 128), 1.0), \
     TestScale('256x256', (256, 256), 2.0)

@@ -4,8 +4,17 @@ import math
 
 import pytest
 
-from vitpe_mm.analysis import (ScaleSpec, apply_test_scale, default_crop_size, find_test_resize, parse_scale,
-                               parse_scales, reference_scale, resolve_scales, set_inference_mode)
+from vitpe_mm.analysis import (
+    ScaleSpec,
+    apply_test_scale,
+    default_crop_size,
+    find_test_resize,
+    parse_scale,
+    parse_scales,
+    reference_scale,
+    resolve_scales,
+    set_inference_mode,
+)
 
 
 def det_cfg():

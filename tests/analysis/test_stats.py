@@ -4,10 +4,15 @@ import math
 
 import pytest
 
-from vitpe_mm.analysis.stats import (Interval, blind_pair_miou_bound, cell_intervals, mean_interval,
-                                     paired_differences, t_quantile)
-from vitpe_mm.analysis.study import (cell_records, difference_table, format_difference, format_interval,
-                                     interval_table)
+from vitpe_mm.analysis.stats import (
+    Interval,
+    blind_pair_miou_bound,
+    cell_intervals,
+    mean_interval,
+    paired_differences,
+    t_quantile,
+)
+from vitpe_mm.analysis.study import cell_records, difference_table, format_difference, format_interval, interval_table
 
 # Student t, two-sided 95% (0.975 quantile), from the printed tables
 T975 = {1: 12.7062, 2: 4.3027, 4: 2.7764, 9: 2.2622, 30: 2.0423}

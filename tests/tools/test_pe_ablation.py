@@ -11,8 +11,14 @@ import pytest
 from PIL import Image
 
 from vitpe_mm.analysis.ablation import ABLATION_BACKBONES
-from vitpe_mm.analysis.study import (arm_pe_type, arm_support, canvas_config_hook, study_classes, study_data_kind,
-                                     study_overrides)
+from vitpe_mm.analysis.study import (
+    arm_pe_type,
+    arm_support,
+    canvas_config_hook,
+    study_classes,
+    study_data_kind,
+    study_overrides,
+)
 from vitpe_mm.engine import load_config
 from vitpe_mm.engine.tool_modules import load_tool
 

@@ -15,7 +15,6 @@ classes the generator draws (the dataset's `metainfo` keeps those, the other 135
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-
 __all__ = ['AblationBackbone', 'ABLATION_BACKBONES', 'DEFAULT_FACTORS', 'mini_ade_classes', 'ablation_overrides']
 
 

@@ -16,8 +16,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (AbsolutePositionEmbedding, PosConvEncoding, RelativePositionBias, SinCosPositionEmbedding,
-                      relative_position_index, resample_abs_pos_embed, to_2tuple)
+from ..layers import (
+    AbsolutePositionEmbedding,
+    PosConvEncoding,
+    RelativePositionBias,
+    SinCosPositionEmbedding,
+    relative_position_index,
+    resample_abs_pos_embed,
+    to_2tuple,
+)
 
 __all__ = ['pos_embed_grid', 'pos_embed_similarity', 'query_positions', 'resampled_similarity',
            'rel_bias_table_maps', 'centre_query_bias', 'peg_constant_response', 'find_pe_modules']
