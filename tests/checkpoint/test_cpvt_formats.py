@@ -230,7 +230,8 @@ def test_allow_unexpected_lets_keys_outside_the_layout_pass(tmp_path, timm_tiny,
     state = timm_tiny.state_dict()
     state = dict(_timm_to_mmseg(state) if to_mmseg else state, **extra)
     path = _write(tmp_path, state)
-    with pytest.raises(CheckpointError, match=r'(?s)1 key\(s\) do not belong to CPVTv2: \S*ls1\.gamma.*allow_unexpected'):
+    with pytest.raises(CheckpointError,
+                       match=r'(?s)1 key\(s\) do not belong to CPVTv2: \S*ls1\.gamma.*allow_unexpected'):
         load_pretrained(CPVTv2(arch=TINY), path, 'cpvt')
     model = CPVTv2(arch=TINY, init_cfg=dict(type='Pretrained', checkpoint=path, allow_unexpected=True)).eval()
     model.init_weights()

@@ -105,7 +105,8 @@ def test_timm_and_official_load_the_same_weights(timm_state, tmp_path):
     from_official = _load({'model': _official_from_timm(state)}, tmp_path, 'official.pth')
     _assert_same_state(from_timm, from_official)
     # the merging weights moved a stage back; the classifier's final norm is our last output norm
-    torch.testing.assert_close(from_timm.layers[0].downsample.reduction.weight, state['layers.1.downsample.reduction.weight'])
+    torch.testing.assert_close(from_timm.layers[0].downsample.reduction.weight,
+                               state['layers.1.downsample.reduction.weight'])
     torch.testing.assert_close(from_timm.norm3.weight, state['norm.weight'])
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
