@@ -20,7 +20,8 @@ from PIL import Image
 from vitpe_mm.analysis import read_csv
 from vitpe_mm.datasets import ensure_mini_datasets
 from vitpe_mm.engine import load_config
-from vitpe_mm.engine.tool_modules import load_tool
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +120,8 @@ def test_segmentation_sweep(tmp_path, models, capsys, one_thread):
         cells = table[(row['label'], row['scale'])]
         for key in ('mIoU', 'aAcc', 'mAcc'):
             assert cells[key] == ('n/a' if row['status'] == 'n/a' else f'{row[key]:.2f}')
-    assert (out / 'resolutions.md').read_text().splitlines() == [l for l in printed.splitlines() if l.startswith('|')]
+    table = [line for line in printed.splitlines() if line.startswith('|')]
+    assert (out / 'resolutions.md').read_text().splitlines() == table
     assert pixel_std(out / 'resolutions.png') > 10
     # the runs' logs are kept per checkpoint and scale
     assert (out / 'runs' / 'peg' / '128x128').is_dir()

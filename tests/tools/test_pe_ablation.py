@@ -20,7 +20,8 @@ from vitpe_mm.analysis.study import (
     study_overrides,
 )
 from vitpe_mm.engine import load_config
-from vitpe_mm.engine.tool_modules import load_tool
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
