@@ -75,7 +75,7 @@ class PEBackbone(BaseModule):
     # Name fragments of parameters that take no weight decay: use with
     # paramwise_cfg=dict(custom_keys={k: dict(decay_mult=0.) for k in NO_WEIGHT_DECAY_KEYS}).
     no_weight_decay_keys: Tuple[str, ...] = ('pos_embed', 'cls_token', 'dist_token', 'pos_block',
-                                             'relative_position_bias_table', 'norm')
+                                             'relative_position_bias_table', 'rope.freqs', 'norm')
 
     def __init_subclass__(cls, **kwargs) -> None:
         # A config option the backbone does not have (`--cfg-options model.backbone.pe_typo=peg`) fails with the
