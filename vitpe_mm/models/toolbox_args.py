@@ -260,9 +260,11 @@ SWIN_ARGS = ToolboxArgs(
         ToolboxArg('num_heads', 'arch.num_heads'),
         ToolboxArg('strides', accepts=_swin_strides, accepted='(patch_size, 2, 2, ...), one per stage',
                    why='a patch embedding of stride patch_size, then 2x2 patch merging'),
-        ToolboxArg('use_abs_pos_embed', accepts=_equals(False), accepted="False; for an absolute PE set pe_type='abs'",
-                   why='the toolboxes add the absolute table on top of the relative bias; SwinRPB has one PE '
-                       'at a time (pe_type)'),
+        ToolboxArg('use_abs_pos_embed', accepts=_equals(False),
+                   accepted="False; for the toolboxes' absolute table on top of the relative bias set "
+                            "pe_type=['rel_bias', 'abs'] (resampled to every grid)",
+                   why='the encodings are chosen with pe_type, and the toolboxes\' table (added unresampled, so only '
+                       'at pretrain_img_size) has no checkpoint key map here'),
         GELU,
         ToolboxArg('norm_cfg', accepts=_is_plain_ln, accepted="dict(type='LN') (eps 1e-5)",
                    why="every norm is PyTorch's LayerNorm"),
