@@ -152,7 +152,7 @@ def test_vit_out_origin_output_cls_token_and_norm_eval():
     (ViTPE, dict(frozen_exclude=['pos_embed']), r"frozen_exclude=\['pos_embed'\].*frozen_stages"),
     (SwinRPB, dict(strides=(4, 2, 2, 1)), r'strides=\(4, 2, 2, 1\).*accepted: \(patch_size, 2, 2, \.\.\.\)'),
     (SwinRPB, dict(strides=(2, 2, 2, 2)), r'strides='),
-    (SwinRPB, dict(use_abs_pos_embed=True), r"use_abs_pos_embed=True.*pe_type='abs'"),
+    (SwinRPB, dict(use_abs_pos_embed=True), r"use_abs_pos_embed=True.*pe_type=\['rel_bias', 'abs'\]"),
     (SwinRPB, dict(norm_cfg=dict(type='BN')), r"norm_cfg=.*accepted: dict\(type='LN'\)"),
     (SwinRPB, dict(norm_cfg=dict(type='LN', eps=1e-6)), r'norm_cfg='),
     (SwinRPB, dict(convert_weights='yes'), r"convert_weights='yes'.*accepted: True or False"),
