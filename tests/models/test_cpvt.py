@@ -1,6 +1,7 @@
 """CPVTv2 (Twins-PCPVT): equivalence with timm and mmseg, any input size, PE types, PEG placement, options."""
 import copy
 import math
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -4,8 +4,14 @@ from functools import partial
 import pytest
 import torch
 
-from vitpe_mm.layers import (PE_TYPES, BlockSpec, StageSpec, build_pos_encoding, build_sincos_2d_pos_embed,
-                             resize_rel_pos_bias_table)
+from vitpe_mm.layers import (
+    PE_TYPES,
+    BlockSpec,
+    StageSpec,
+    build_pos_encoding,
+    build_sincos_2d_pos_embed,
+    resize_rel_pos_bias_table,
+)
 from vitpe_mm.models.swin import ARCH_SETTINGS, SwinRPB, WindowAttention, stage_window_and_shift
 
 from conftest import perturb
@@ -220,6 +226,7 @@ def test_shift_masks_match_timm_including_one_axis_shifts(hw):
     """timm's block mask (window/shift clamped per axis for its input resolution) == ours, as 0 / masked."""
     pytest.importorskip('timm')
     from timm.models.swin_transformer import SwinTransformerBlock
+
     from vitpe_mm.layers import padded_size, shifted_window_attn_mask
     block = SwinTransformerBlock(8, input_resolution=hw, num_heads=1, window_size=7, shift_size=3)
     window, shift = stage_window_and_shift(hw, (7, 7), True, True)

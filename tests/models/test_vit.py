@@ -6,8 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitpe_mm.layers import (PE_TYPES, BlockSpec, StageSpec, build_pos_encoding, build_sincos_2d_pos_embed,
-                             resample_abs_pos_embed, resize_rel_pos_bias_table)
+from vitpe_mm.layers import (
+    PE_TYPES,
+    BlockSpec,
+    StageSpec,
+    build_pos_encoding,
+    build_sincos_2d_pos_embed,
+    resample_abs_pos_embed,
+    resize_rel_pos_bias_table,
+)
 from vitpe_mm.layers.attention import pad_prefix_bias
 from vitpe_mm.models.vit import ViTBlock, ViTPE
 
@@ -151,7 +158,8 @@ def test_mmseg_skips_resampling_when_token_count_matches(tmp_path):
         wrong, = verbatim(x)
         right, = resampled(x)
     print(f'mmseg 16x64 grid vs 32x32 table: mmseg vs unresampled {(mmseg_out - wrong).abs().max():.3g}, '
-          f'ours vs resampled {(ours_out - right).abs().max():.3g}, ours vs mmseg {(ours_out - mmseg_out).abs().max():.3g}')
+          f'ours vs resampled {(ours_out - right).abs().max():.3g}, '
+          f'ours vs mmseg {(ours_out - mmseg_out).abs().max():.3g}')
     torch.testing.assert_close(mmseg_out, wrong, atol=1e-5, rtol=0)
     torch.testing.assert_close(ours_out, right, atol=1e-5, rtol=0)
     assert (ours_out - mmseg_out).abs().max() > 1e-2

@@ -10,8 +10,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ._compat import TORCH_VERSION, assume_constant_result, is_compiling
 
+from ._compat import TORCH_VERSION, assume_constant_result, is_compiling
 
 # On CPU the fused kernel (flash attention for CPU) works on query/key tiles of 32+ tokens: for small windows
 # (Swin's 7x7: 49 x 49 scores) the explicit product is faster, forward and backward, in fp32 and bf16 (Swin-T

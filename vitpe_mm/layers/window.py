@@ -131,8 +131,9 @@ def window_token_index(hw_shape: Sequence[int], window_size: Size2,
     hp, wp = padded_size((h, w), (mh, mw))
     geometry = ((mh, mw), (sh, sw), (hp, wp))
     # slot order: window row, window column, row in the window, column in the window
-    i = (torch.arange(hp // mh).view(-1, 1, 1, 1) * mh + torch.arange(mh).view(1, 1, -1, 1)).expand(-1, wp // mw, -1, mw)
-    j = (torch.arange(wp // mw).view(1, -1, 1, 1) * mw + torch.arange(mw).view(1, 1, 1, -1)).expand(hp // mh, -1, mh, -1)
+    i = torch.arange(hp // mh).view(-1, 1, 1, 1) * mh + torch.arange(mh).view(1, 1, -1, 1)
+    j = torch.arange(wp // mw).view(1, -1, 1, 1) * mw + torch.arange(mw).view(1, 1, 1, -1)
+    i, j = i.expand(-1, wp // mw, -1, mw), j.expand(hp // mh, -1, mh, -1)
     y, x = (i + sh) % hp, (j + sw) % wp
     source = torch.where((y < h) & (x < w), y * w + x, -1).reshape(-1)
     slots = _rolled_slot(torch.arange(h).view(-1, 1), torch.arange(w).view(1, -1), *geometry).reshape(-1)

@@ -13,8 +13,18 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
-from ..layers import (BlockPE, BlockSpec, DropPath, Mlp, PatchEmbed, StageSpec, build_pos_encoding, check_choice,
-                      linear_drop_path_rates, to_2tuple)
+from ..layers import (
+    BlockPE,
+    BlockSpec,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    StageSpec,
+    build_pos_encoding,
+    check_choice,
+    linear_drop_path_rates,
+    to_2tuple,
+)
 from ..layers.pos_encoding import PEG_POSITIONS
 from ..layers.sr_attention import SpatialReductionAttention
 from .base import PEBackbone, init_linear_and_norm

@@ -12,15 +12,29 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
-from ..layers import (BlockPE, BlockSpec, DropPath, Mlp, MultiheadSelfAttention, PatchEmbed, PEContext,
-                      PositionalEncodings, StageSpec, attention_with_bias, build_pos_encoding, padded_size,
-                      linear_drop_path_rates, shifted_window_attn_mask, to_2tuple, window_token_positions)
+from ..layers import (
+    BlockPE,
+    BlockSpec,
+    DropPath,
+    Mlp,
+    MultiheadSelfAttention,
+    PatchEmbed,
+    PEContext,
+    PositionalEncodings,
+    StageSpec,
+    attention_with_bias,
+    build_pos_encoding,
+    linear_drop_path_rates,
+    padded_size,
+    shifted_window_attn_mask,
+    to_2tuple,
+    window_token_positions,
+)
+from ..layers._compat import is_compiling
 from ..layers.attention import rotate_qk
-from ..layers.window import (tokens_from_windows, window_partition, window_reverse, window_rows,
-                             windows_from_qkv)
+from ..layers.window import tokens_from_windows, window_partition, window_reverse, window_rows, windows_from_qkv
 from .base import PEBackbone, init_linear_and_norm
 from .toolbox_args import SWIN_ARGS, with_presets
-from ..layers._compat import is_compiling
 
 Size2 = Union[int, Sequence[int]]
 

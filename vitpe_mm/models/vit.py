@@ -14,11 +14,26 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
-from ..layers import (BlockPE, BlockSpec, DropPath, LayerNorm2d, Mlp, MultiheadSelfAttention, PatchEmbed, StageSpec,
-                      build_pos_encoding, check_choice, grid_token_positions, linear_drop_path_rates, to_2tuple,
-                      window_partition, window_reverse, window_token_positions)
-from ..layers.attention import pad_prefix_bias
+from ..layers import (
+    BlockPE,
+    BlockSpec,
+    DropPath,
+    LayerNorm2d,
+    Mlp,
+    MultiheadSelfAttention,
+    PatchEmbed,
+    StageSpec,
+    build_pos_encoding,
+    check_choice,
+    grid_token_positions,
+    linear_drop_path_rates,
+    to_2tuple,
+    window_partition,
+    window_reverse,
+    window_token_positions,
+)
 from ..layers._checks import Size2
+from ..layers.attention import pad_prefix_bias
 from .base import PEBackbone
 from .toolbox_args import VIT_ARGS, with_presets
 
