@@ -86,8 +86,15 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     args = parse_args(argv)
     from mmengine.dist import is_main_process
 
-    from vitpe_mm.analysis import (columns_for, format_table, parse_scales, plot_metric_vs_scale, reference_scale,
-                                   write_csv, write_json)
+    from vitpe_mm.analysis import (
+        columns_for,
+        format_table,
+        parse_scales,
+        plot_metric_vs_scale,
+        reference_scale,
+        write_csv,
+        write_json,
+    )
     from vitpe_mm.analysis.sweep import evaluate_at_scales, scales_for
     from vitpe_mm.engine import init_distributed
     from vitpe_mm.engine.cli import parse_test_args, setup_test_cfg

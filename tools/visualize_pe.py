@@ -65,10 +65,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def build_backbone(args: argparse.Namespace):
     """The backbone the arguments name, with the checkpoint loaded when one is given."""
-    import vitpe_mm  # noqa: F401  (registers the backbones)
     from mmengine.config import Config
     from mmengine.registry import MODELS
 
+    import vitpe_mm  # noqa: F401  (registers the backbones)
     from vitpe_mm.checkpoint import load_pretrained
     from vitpe_mm.engine import mmengine_checkpoint_globals
 
@@ -96,8 +96,13 @@ def _grid_name(size) -> str:
 
 def draw_abs(name: str, table, grid, prefix: int, args, out_dir: Path, what: str, resample: bool = True) -> List[Path]:
     """Similarity mosaics of a table on its grid and (`resample`) resampled as the backbones resample it."""
-    from vitpe_mm.analysis import (pos_embed_grid, pos_embed_similarity, query_positions, resampled_similarity,
-                                   save_tiled_maps)
+    from vitpe_mm.analysis import (
+        pos_embed_grid,
+        pos_embed_similarity,
+        query_positions,
+        resampled_similarity,
+        save_tiled_maps,
+    )
 
     def mosaic(sim):
         rows = query_positions(sim.shape[0], args.max_queries)
@@ -121,8 +126,13 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
     args = parse_args(argv)
     import torch
 
-    from vitpe_mm.analysis import (centre_query_bias, find_pe_modules, peg_constant_response, rel_bias_table_maps,
-                                   save_head_maps)
+    from vitpe_mm.analysis import (
+        centre_query_bias,
+        find_pe_modules,
+        peg_constant_response,
+        rel_bias_table_maps,
+        save_head_maps,
+    )
     from vitpe_mm.layers import build_sincos_2d_pos_embed
 
     out_dir = Path(args.out_dir)

@@ -124,6 +124,7 @@ def test_plain_timm_vit_is_still_detected_as_timm():
 def test_benchmark_rope_pairs_compare_equal_models(pair_name):
     """tools/benchmark.py's RoPE rows time ViTPE against timm's Eva with the same weights (through this format)."""
     import argparse
+
     from vitpe_mm.bench import PAIR_CLASSES
     from vitpe_mm.bench.measure import run_case
     pair = PAIR_CLASSES[pair_name](tiny=True, device=torch.device('cpu'))

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from vitpe_mm.layers import (MultiheadSelfAttention, RelativePositionBias, attention_with_bias,
-                             shifted_window_attn_mask)
+from vitpe_mm.layers import MultiheadSelfAttention, RelativePositionBias, attention_with_bias, shifted_window_attn_mask
 
 
 def _explicit(q, k, v, bias, scale):

@@ -6,11 +6,30 @@ import math
 import pytest
 import torch
 
-from vitpe_mm.layers import (BlockSpec, StageSpec, attention_with_bias, build_pos_encoding, grid_token_positions,
-                             reduced_key_positions, shifted_window_attn_mask, window_partition, window_token_positions)
-from vitpe_mm.layers.rope import (apply_rope, axial_rope_angles, axial_rope_bands, dinov3_rope_angles,
-                                  dinov3_rope_periods, grid_positions, mixed_rope_angles, mixed_rope_init,
-                                  reduced_positions, rope_sin_cos, window_positions)
+from vitpe_mm.layers import (
+    BlockSpec,
+    StageSpec,
+    attention_with_bias,
+    build_pos_encoding,
+    grid_token_positions,
+    reduced_key_positions,
+    shifted_window_attn_mask,
+    window_partition,
+    window_token_positions,
+)
+from vitpe_mm.layers.rope import (
+    apply_rope,
+    axial_rope_angles,
+    axial_rope_bands,
+    dinov3_rope_angles,
+    dinov3_rope_periods,
+    grid_positions,
+    mixed_rope_angles,
+    mixed_rope_init,
+    reduced_positions,
+    rope_sin_cos,
+    window_positions,
+)
 
 timm_rope = pytest.importorskip('timm.layers.pos_embed_sincos')
 
@@ -107,7 +126,7 @@ def test_scores_depend_on_relative_positions_only():
     q, k = torch.randn(16), torch.randn(16)
     freqs = mixed_rope_init(16, 1, 1)[:, 0]
     for angles_of in (lambda p: axial_rope_angles(p, axial_rope_bands(16)), lambda p: mixed_rope_angles(p, freqs)[0]):
-        def score(p, p2):
+        def score(p, p2, angles_of=angles_of):
             sin, cos = rope_sin_cos(angles_of(torch.tensor([p, p2], dtype=torch.float32)))
             rq = apply_rope(q.view(1, 1, 1, 16).expand(1, 1, 2, 16), sin, cos)[0, 0, 0]
             rk = apply_rope(k.view(1, 1, 1, 16).expand(1, 1, 2, 16), sin, cos)[0, 0, 1]

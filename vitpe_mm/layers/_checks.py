@@ -30,7 +30,8 @@ def check_choice(value: str, name: str, accepted: Sequence[str]) -> str:
     return value
 
 
-def check_tokens(x: torch.Tensor, hw_shape: Sequence[int], name: str = 'x', num_prefix_tokens: int = 0) -> Tuple[int, int]:
+def check_tokens(x: torch.Tensor, hw_shape: Sequence[int], name: str = 'x',
+                 num_prefix_tokens: int = 0) -> Tuple[int, int]:
     """Checks that B, N, C tokens `x` hold `num_prefix_tokens` + H*W tokens for `hw_shape`."""
     hw = to_2tuple(tuple(hw_shape), 'hw_shape')
     if x.dim() != 3:
