@@ -46,7 +46,7 @@ def test_resamples_pos_embed_to_the_target_grid(tmp_path):
     dst = tmp_path / 'vit384.pth'
     convert(str(src), str(dst), 'ViTPE', TINY, extra=dict(img_size=384))
     state = torch.load(dst, weights_only=True)['state_dict']
-    assert state['pos_embed.pos_embed'].shape == (1, 1 + 24 * 24, 64)
+    assert state['pos_embed.0.pos_embed'].shape == (1, 1 + 24 * 24, 64)
 
 
 def test_refuses_overwrite_unknown_model_and_wrong_arch(tmp_path):
