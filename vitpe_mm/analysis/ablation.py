@@ -47,6 +47,15 @@ def mini_ade_classes() -> Tuple[str, ...]:
     return tuple(names[value - 1] for value in sorted(ADE_LABELS.values()))
 
 
+def check_budget(backbone: str, train_size: int, iters: int, batch_size: int) -> None:
+    """The backbone and the training budget of an ablation / study run, checked with what is accepted."""
+    if backbone not in ABLATION_BACKBONES:
+        raise ValueError(f'backbone {backbone!r} is not supported; accepted: {", ".join(ABLATION_BACKBONES)}')
+    for name, value in (('train_size', train_size), ('iters', iters), ('batch_size', batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{name} must be a positive int, got {value!r}')
+
+
 def _schedule(iters: int) -> Tuple[List[dict], int]:
     """Linear warm-up over the first tenth (at most 20 iterations), then poly decay; the logging interval."""
     warmup = max(1, min(20, iters // 10))
@@ -71,11 +80,7 @@ def ablation_overrides(backbone: str, pe_type: str, train_size: int, iters: int,
         classes: class names kept in the dataset's metainfo (`mini_ade_classes()`); the head predicts these.
         val_indices: evaluate on the first N validation images only (None: all).
     """
-    if backbone not in ABLATION_BACKBONES:
-        raise ValueError(f'backbone {backbone!r} is not supported; accepted: {", ".join(ABLATION_BACKBONES)}')
-    for name, value in (('train_size', train_size), ('iters', iters), ('batch_size', batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'{name} must be a positive int, got {value!r}')
+    check_budget(backbone, train_size, iters, batch_size)
     size = (train_size, train_size)
     schedulers, log_interval = _schedule(iters)
     train_pipeline = [

@@ -20,7 +20,7 @@ import os.path as osp
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .ablation import ABLATION_BACKBONES, _schedule, ablation_overrides, mini_ade_classes
+from .ablation import ABLATION_BACKBONES, _schedule, ablation_overrides, check_budget, mini_ade_classes
 from .results import DET_COLUMNS, SEG_COLUMNS, MetricColumn, _markdown
 from .stats import Interval
 
@@ -142,11 +142,7 @@ def study_overrides(backbone: str, task: str, arm: str, train_size: int, iters: 
         for loader in ('train_dataloader', 'test_dataloader'):
             out[f'{loader}.dataset.img_suffix'] = '.png'
         return out
-    if backbone not in ABLATION_BACKBONES:
-        raise ValueError(f'backbone {backbone!r} is not supported; accepted: {", ".join(ABLATION_BACKBONES)}')
-    for name, value in (('train_size', train_size), ('iters', iters), ('batch_size', batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'{name} must be a positive int, got {value!r}')
+    check_budget(backbone, train_size, iters, batch_size)
     size = (train_size, train_size)
     schedulers, log_interval = _schedule(iters)
     train_pipeline = [
