@@ -34,6 +34,8 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vitpe_mm.analysis.study_runs import train_run  # noqa: E402  (tests replace it: module level)
+
 SMOKE = dict(budget_iters=2, batch_size=2, train_size=64, scales=['0.5x', '1x', '2x'], train_images=4, val_images=2,
              seeds=[0, 1])
 CAVEAT = (
@@ -64,7 +66,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seeds', type=int, nargs='+', default=list(DEFAULT_SEEDS),
                         help='training seeds, the same for every arm (default 0 1 2 3 4)')
     parser.add_argument('--level', type=float, default=0.95, help='coverage of the intervals (default 0.95)')
-    parser.add_argument('--budget-iters', type=int, default=500, help='training iterations per run (default 500)')
+    parser.add_argument('--budget-iters', type=int, default=400, help='training iterations per run (default 400)')
     parser.add_argument('--batch-size', type=int, default=8, help='training batch (default 8)')
     parser.add_argument('--train-size', type=int, default=128, help='training canvas side in pixels (default 128)')
     parser.add_argument('--scales', nargs='+', default=[f'{f:g}x' for f in DEFAULT_FACTORS],
@@ -81,7 +83,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'budget>: shared by the sweeps that train on the same tree)')
     parser.add_argument('--retrain', action='store_true', help='train again even when a run\'s checkpoint exists')
     parser.add_argument('--reuse', action='store_true', help=argparse.SUPPRESS)  # the default now (old commands)
-    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
+    parser.add_argument('--threads', type=int, help='torch CPU threads per run (default: torch\'s choice; 1 with '
+                        '--jobs above 1)')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs at a time, each in its own worker process (default 1: in this process). On a '
+                        'small CPU machine, --jobs N --threads 1 with N cores beats one run on N threads')
     parser.add_argument('--smoke', action='store_true',
                         help='minimal budget for testing: ' + ', '.join(f'{k}={v}' for k, v in SMOKE.items()))
     parser.add_argument('--verbose', action='store_true', help="keep mmengine's full logging")
@@ -93,7 +99,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         for key, value in SMOKE.items():  # what the command line sets explicitly wins
             if getattr(args, key) == defaults[key]:
                 setattr(args, key, value)
-    for name in ('budget_iters', 'batch_size', 'train_size', 'train_images', 'val_images'):
+    if args.jobs > 1 and args.threads is None:
+        args.threads = 1
+    for name in ('budget_iters', 'batch_size', 'train_size', 'train_images', 'val_images', 'jobs'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be positive, got {getattr(args, name)}')
     if not 0 < args.level < 1:
@@ -194,21 +202,6 @@ def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]
     return [out_dir / 'results.md', out_dir / 'results.csv', per_seed, out_dir / 'results.json', plot]
 
 
-def train_run(cli, config: str, work_dir: Path, overrides: Dict, label: str, verbose: bool) -> None:
-    """Trains one arm as tools/train.py does (`cli`: vitpe_mm.engine.cli, its arguments and config set-up)."""
-    from vitpe_mm.engine import build_runner
-
-    train_args = cli.parse_train_args([config, '--work-dir', str(work_dir)])
-    train_args.cfg_options = overrides
-    cfg = cli.setup_train_cfg(train_args)
-    if not verbose:
-        cfg.log_level = 'WARNING'
-        interval = max(1, overrides['default_hooks.logger.interval'])
-        cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type='ProgressHook', prefix=label, interval=interval)]
-    cfg.experiment_name = f'train_{label}'
-    build_runner(cfg).train()
-
-
 def _report_only(out_dir: Path) -> List[Dict]:
     if not (out_dir / 'results.json').is_file():
         print(f'pe_ablation.py: error: {out_dir / "results.json"} not found (run the study first)', file=sys.stderr)
@@ -232,14 +225,13 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from vitpe_mm.analysis.study import (
         SWEEPS,
         arm_support,
-        canvas_config_hook,
         study_classes,
         study_data_kind,
         study_metric,
         study_overrides,
     )
-    from vitpe_mm.analysis.sweep import evaluate_at_scales
-    from vitpe_mm.engine import cli, load_config
+    from vitpe_mm.analysis.study_runs import RunOutcome, StudyRun, run_schedule
+    from vitpe_mm.engine import load_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -286,55 +278,48 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
                 data_root=str(data_root), train_images=args.train_images, val_images=args.val_images,
                 classes=list(classes), columns=[c.name for c in columns_for('mmseg' if args.task == 'seg'
                                                                             else 'mmdet')],
-                inference='whole', threads=torch.get_num_threads(), timings={})
+                inference='whole', threads=torch.get_num_threads(), jobs=args.jobs, timings={})
     start = time.time()
     rows: List[Dict] = []
     written: List[Path] = []
     if not arms:
         meta['seconds'] = 0.0
         written = write_results(out_dir, rows, meta)
-    runs = [(arm, seed) for arm in arms for seed in args.seeds]
-    trained: Dict[tuple, Path] = {}
-    per_scale = None if sweep.resized else canvas_config_hook(args.task)
-    for k, (arm, seed) in enumerate(runs, 1):
-        if arm in skipped:  # failed with an earlier seed
-            continue
-        name = f'{arm}@seed{seed}'
-        label = f'[{k}/{len(runs)} {name}]'
-        overrides = overrides_for(arm, seed)
+    # seed-major: an interrupted study has every arm at its first seeds rather than some arms at every seed
+    order = [(arm, seed) for seed in args.seeds for arm in arms]
+    runs = []
+    for k, (arm, seed) in enumerate(order, 1):
         work_dir = work_root / arm / f'seed{seed}'
-        checkpoint = work_dir / f'iter_{args.budget_iters}.pth'
-        t0 = time.time()
-        if arm == 'abs_nointerp' and ('abs', seed) in trained and args.train_size % 32 == 0:
-            checkpoint = trained[('abs', seed)]  # on the training grid the table is used as it is: abs's training
-            print(f'{label} trains exactly as abs: evaluating {checkpoint}', flush=True)
-        elif checkpoint.is_file() and not args.retrain:
-            print(f'{label} reusing {checkpoint}', flush=True)
+        checkpoint, train, after = work_dir / f'iter_{args.budget_iters}.pth', True, None
+        if arm == 'abs_nointerp' and 'abs' in arms and args.train_size % 32 == 0:
+            # on the training grid the table is used as it is: abs's training, so abs's checkpoint
+            checkpoint, train, after = work_root / 'abs' / f'seed{seed}' / f'iter_{args.budget_iters}.pth', False, \
+                ('abs', seed)
+        runs.append(StudyRun(arm, seed, f'[{k}/{len(order)} {arm}@seed{seed}]', config, overrides_for(arm, seed),
+                             str(work_dir), str(checkpoint), train, args.sweep, sweep.resized, args.task, specs,
+                             retrain=args.retrain, threads=args.threads, verbose=args.verbose, after=after))
+    arm_rank = {arm: i for i, arm in enumerate(args.arms)}
+    seed_rank = {seed: i for i, seed in enumerate(args.seeds)}
+
+    def on_done(outcome: RunOutcome) -> None:
+        nonlocal rows, written
+        run = outcome.run
+        if run.arm in skipped:  # a run of an arm that failed with another seed meanwhile
+            return
+        if outcome.error is not None:
+            skipped[run.arm] = outcome.error
+            print(f'[skip] {run.arm}: {outcome.error}', flush=True)
+            rows = [r for r in rows if r['arm'] != run.arm]
         else:
-            print(f'{label} training {args.budget_iters} iterations at {args.train_size}x{args.train_size}', flush=True)
-            try:
-                train_run(cli, config, work_dir, overrides, label, args.verbose)
-            except (ValueError, RuntimeError, NotImplementedError) as err:  # builds, but cannot train: report it
-                text = str(err).strip().splitlines()[0] if str(err).strip() else ''
-                skipped[arm] = f'training failed with seed {seed}: {type(err).__name__}: {text}'
-                print(f'[skip] {arm}: {skipped[arm]}', flush=True)
-                rows = [r for r in rows if r['arm'] != arm]
-                meta['seconds'] = round(time.time() - start, 1)
-                written = write_results(out_dir, rows, meta)
-                continue
-        trained[(arm, seed)] = checkpoint
-        t1 = time.time()
-        test_args = cli.parse_test_args([config, str(checkpoint), '--work-dir',
-                                         str(work_dir / f'eval_{args.sweep}')])
-        test_args.cfg_options = overrides
-        test_cfg = cli.setup_test_cfg(test_args)
-        for row in evaluate_at_scales({name: test_cfg}, specs, keep_ratio=False,
-                                      mode='whole' if args.task == 'seg' else None, verbose=args.verbose,
-                                      progress=lambda line: print(line, flush=True), per_scale=per_scale):
-            rows.append(dict(row, arm=arm, seed=seed))
-        meta['timings'][name] = dict(train=round(t1 - t0, 1), eval=round(time.time() - t1, 1))
+            rows = sorted(rows + outcome.rows, key=lambda r: (arm_rank[r['arm']], seed_rank[r['seed']]))
+            meta['timings'][f'{run.arm}@seed{run.seed}'] = dict(train=round(outcome.train_s, 1),
+                                                               eval=round(outcome.eval_s, 1))
+        meta['timings'] = {k: meta['timings'][k] for k in sorted(
+            meta['timings'], key=lambda k: (arm_rank[k.split('@seed')[0]], seed_rank[int(k.split('@seed')[1])]))}
         meta['seconds'] = round(time.time() - start, 1)
         written = write_results(out_dir, rows, meta)
+
+    run_schedule(runs, args.jobs, on_done, train=train_run)
     print('\n' + (out_dir / 'results.md').read_text().split('\n## ')[1].split('\n', 1)[1].strip() + '\n')
     print(f'done in {time.time() - start:.0f}s; written: ' + ', '.join(str(p) for p in written))
     return rows

@@ -82,14 +82,19 @@ def test_smoke_canvas_then_zoom(tmp_path, one_thread, capsys):
     tool.main(['--report-only', '--out-dir', str(out)])
     assert (out / 'results.md').read_text() == report
 
-    # the zoom sweep trains on the same tree: it reuses the checkpoints, and at 1x tests the same images
-    zoom = tool.main(['--smoke', '--sweep', 'zoom', '--arms', 'none', '--scales', '1x', '2x', '--out-dir',
-                      str(tmp_path / 'zoom'), '--work-dir', str(work)])
-    assert 'reusing' in capsys.readouterr().out
-    zoom_by = {(r['seed'], r['scale']): r for r in zoom}
-    for seed in (0, 1):
-        assert zoom_by[(seed, '64x64')]['mIoU'] == by[('none', seed, '64x64')]['mIoU']
-        assert zoom_by[(seed, '128x128')]['width'] == 128  # the 1x canvases resized
+    # the zoom sweep trains on the same tree: it reuses the checkpoints, and at 1x tests the same images; here in two
+    # worker processes (--jobs 2), abs_nointerp waiting for abs
+    checkpoints = {p: p.stat().st_mtime_ns for p in work.rglob('*.pth')}
+    zoom = tool.main(['--smoke', '--sweep', 'zoom', '--arms', 'none', 'abs', 'abs_nointerp', '--scales', '1x', '2x',
+                      '--out-dir', str(tmp_path / 'zoom'), '--work-dir', str(work), '--jobs', '2'])
+    assert {p: p.stat().st_mtime_ns for p in work.rglob('*.pth')} == checkpoints  # nothing trained again
+    assert [(r['arm'], r['seed']) for r in zoom] == [(r['arm'], r['seed']) for r in rows]  # in arm, seed order
+    zoom_by = {(r['arm'], r['seed'], r['scale']): r for r in zoom}
+    for arm in ('none', 'abs', 'abs_nointerp'):
+        for seed in (0, 1):
+            assert zoom_by[(arm, seed, '64x64')]['mIoU'] == by[(arm, seed, '64x64')]['mIoU']
+            assert zoom_by[(arm, seed, '128x128')]['width'] == 128  # the 1x canvases resized
+    assert json.loads((tmp_path / 'zoom' / 'results.json').read_text())['meta']['threads'] == 1
 
 
 @pytest.mark.slow
