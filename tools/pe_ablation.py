@@ -20,7 +20,8 @@ the installed backbone does not accept is listed as skipped with the backbone's 
 seed; zoom and canvas train on the same tree, so with the same settings the second sweep reuses the first one's
 checkpoints (in --work-dir; --retrain trains again). 'abs_nointerp' trains exactly as 'abs' (the same table, used
 as it is on the training grid) and evaluates the 'abs' weights of the same seed. Writes results.{md,csv,json},
-results_per_seed.csv and plot.png to --out-dir after every run (an interrupted study keeps what it has).
+results_change.csv (each arm's change from 1x, and that change minus the baseline's), results_per_seed.csv and
+plot.png to --out-dir after every run (an interrupted study keeps what it has).
 """
 import argparse
 import csv
@@ -132,7 +133,12 @@ def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]
     results.json / plot.png for the runs done so far."""
     from vitpe_mm.analysis import ROW_FIELDS, MetricColumn, format_table
     from vitpe_mm.analysis.plotting import plot_study
-    from vitpe_mm.analysis.stats import blind_pair_miou_bound, cell_intervals, paired_differences
+    from vitpe_mm.analysis.stats import (
+        blind_pair_miou_bound,
+        cell_intervals,
+        change_from_reference,
+        paired_differences,
+    )
     from vitpe_mm.analysis.study import SWEEPS, cell_records, difference_table, interval_table
 
     metric, level, baseline = meta['metric'], meta['level'], meta['baseline']
@@ -141,6 +147,14 @@ def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]
     arms = list(dict.fromkeys(r['arm'] for r in run_rows))
     diffs = paired_differences(run_rows, metric, baseline, level) if baseline in arms and len(arms) > 1 else []
     records = cell_records(cells, diffs)
+    # what leaving the training size costs each arm, apart from how good it is there: the change from 1x (same
+    # seed), and that change minus the baseline's (a difference of differences, paired by seed)
+    has_reference = any(r['factor'] is not None and abs(r['factor'] - 1.0) < 1e-9 for r in run_rows)
+    changes = change_from_reference(run_rows, metric) if has_reference else []
+    change_cells = cell_intervals(changes, metric, level) if changes else []
+    change_diffs = (paired_differences(changes, metric, baseline, level) if changes and baseline in arms
+                    and len(arms) > 1 else [])
+    change_records = cell_records(change_cells, change_diffs)
     seeds = meta['seeds']
     chance = blind_pair_miou_bound() if sweep.probe else None
     title = (f'PE study, {meta["sweep"]} sweep: {meta["backbone"]} ({meta["task"]}), trained at '
@@ -163,6 +177,16 @@ def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]
                   'Each arm\'s difference from the baseline arm trained with the same seed, at the same scale; in '
                   'parentheses when the interval contains 0 (not resolved).', '',
                   difference_table(diffs, metric), '']
+    if change_cells:
+        lines += [f'## Change from the training scale: {metric} at the scale minus at 1x, same seed: mean ± '
+                  f'half-width of the {pct}% t-interval', '',
+                  'What leaving the training size costs each arm, whatever its accuracy at 1x.', '',
+                  interval_table(change_cells, f'{metric} change'), '']
+    if change_diffs:
+        lines += [f'## That change minus {baseline}\'s, paired by seed: mean [{pct}% interval]', '',
+                  f'Positive: the arm loses less (or gains more) than {baseline} when the test size leaves the '
+                  'training size; in parentheses when the interval contains 0 (not resolved).', '',
+                  difference_table(change_diffs, f'{metric} change'), '']
     ref = [c for c in cells if c['factor'] is not None and abs(c['factor'] - 1.0) < 1e-9 and c['interval']]
     if ref:
         lines += ['## Seed spread at the training scale', '',
@@ -187,6 +211,8 @@ def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]
     (out_dir / 'results.md').write_text('\n'.join(lines))
     per_seed_fields = ['arm', 'seed'] + list(ROW_FIELDS) + [c.name for c in columns]
     for name, fields, records_ in (('results.csv', list(records[0]) if records else ['arm', 'scale'], records),
+                                   ('results_change.csv', list(change_records[0]) if change_records
+                                    else ['arm', 'scale'], change_records),
                                    ('results_per_seed.csv', per_seed_fields, run_rows)):
         with (out_dir / name).open('w', newline='') as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
@@ -194,12 +220,13 @@ def write_results(out_dir: Path, run_rows: List[Dict], meta: Dict) -> List[Path]
             for record in records_:
                 writer.writerow({k: '' if record.get(k) is None else record.get(k) for k in fields})
     per_seed = out_dir / 'results_per_seed.csv'
-    payload = dict(meta=meta, cells=records, run_rows=run_rows)
+    payload = dict(meta=meta, cells=records, change_cells=change_records, run_rows=run_rows)
     (out_dir / 'results.json').write_text(json.dumps(payload, indent=1, default=str) + '\n')
-    plot = plot_study(cells, diffs, out_dir / 'plot.png', metric, title, chance=chance,
+    plot = plot_study(cells, diffs, out_dir / 'plot.png', metric, title, chance=chance, change_diffs=change_diffs,
                       xlabel='test scale (factor of the training size)' +
                       (': resized 1x canvases' if sweep.resized else ': canvases drawn at that size'))
-    return [out_dir / 'results.md', out_dir / 'results.csv', per_seed, out_dir / 'results.json', plot]
+    return [out_dir / 'results.md', out_dir / 'results.csv', out_dir / 'results_change.csv', per_seed,
+            out_dir / 'results.json', plot]
 
 
 def _report_only(out_dir: Path) -> List[Dict]:

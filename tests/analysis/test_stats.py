@@ -8,6 +8,7 @@ from vitpe_mm.analysis.stats import (
     Interval,
     blind_pair_miou_bound,
     cell_intervals,
+    change_from_reference,
     mean_interval,
     paired_differences,
     t_quantile,
@@ -109,6 +110,26 @@ def test_paired_differences_by_hand():
     assert abs_2x['interval'].half_width == 0.0 and abs_2x['resolved']
     with pytest.raises(ValueError, match='baseline'):
         paired_differences(_rows(), 'mIoU', 'sincos')
+
+
+def test_change_from_the_training_scale_by_hand():
+    changes = change_from_reference(_rows(), 'mIoU')
+    assert {r['scale'] for r in changes} == {'256x256'}  # the reference scale itself is left out
+    by = {(r['arm'], r['seed']): r for r in changes}
+    assert [by[('none', s)]['mIoU'] for s in range(3)] == [-10.0, -11.0, -9.0]  # 60-70, 61-72, 65-74
+    assert by[('abs', 2)]['status'] == 'n/a' and by[('abs', 2)]['mIoU'] is None
+    cells = {c['arm']: c for c in cell_intervals(changes, 'mIoU')}
+    assert cells['none']['interval'].mean == pytest.approx(-10.0) and cells['none']['interval'].sd == pytest.approx(1.0)
+    # peg's change -12, -13, -15 minus none's -10, -11, -9: -2, -2, -6; mean -10/3, s = sqrt(16/3),
+    # half-width 4.302653 * sqrt(16/3) / sqrt(3) = 5.737: contains 0, although peg is 4 points up at 1x (resolved)
+    diffs = {d['arm']: d for d in paired_differences(changes, 'mIoU', 'none')}
+    assert diffs['peg']['differences'] == {0: -2.0, 1: -2.0, 2: -6.0}
+    assert diffs['peg']['interval'].half_width == pytest.approx(4.302653 * math.sqrt(16 / 3) / math.sqrt(3), abs=1e-5)
+    assert not diffs['peg']['resolved']
+    assert diffs['abs']['differences'] == {0: -3.0, 1: -4.0} and diffs['abs']['dropped_seeds'] == [2]
+    with pytest.raises(ValueError, match="arm 'none', seed 0 has no row at the reference scale 1x"):
+        change_from_reference([r for r in _rows() if not (r['arm'] == 'none' and r['seed'] == 0 and
+                                                          r['factor'] == 1.0)], 'mIoU')
 
 
 def test_blind_bound_is_a_third():

@@ -70,6 +70,15 @@ def test_smoke_canvas_then_zoom(tmp_path, one_thread, capsys):
     assert {'mean', 'ci_low', 'ci_high', 'n', 'diff_mean', 'diff_ci_low', 'diff_ci_high', 'resolved'} <= set(header)
     with (out / 'results_per_seed.csv').open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
+    # the change from 1x, and abs's change minus none's, seed by seed
+    with (out / 'results_change.csv').open() as f:
+        change = {(r['arm'], r['scale']): r for r in csv.DictReader(f)}
+    abs_change = [by[('abs', s, '128x128')]['mIoU'] - by[('abs', s, '64x64')]['mIoU'] for s in (0, 1)]
+    none_change = [by[('none', s, '128x128')]['mIoU'] - by[('none', s, '64x64')]['mIoU'] for s in (0, 1)]
+    assert float(change[('abs', '128x128')]['mean']) == pytest.approx(sum(abs_change) / 2, abs=1e-3)
+    assert float(change[('abs', '128x128')]['diff_mean']) == pytest.approx(
+        (abs_change[0] - none_change[0] + abs_change[1] - none_change[1]) / 2, abs=1e-3)
+    assert ('none', '64x64') not in change and change[('abs_nointerp', '128x128')]['status'] == 'n/a'
     report = (out / 'results.md').read_text()
     assert _table_line(report, 'no_such_pe')[1:] == ['skipped', 'skipped']
     assert _table_line(report, 'abs_nointerp')[2] == 'n/a'

@@ -82,18 +82,21 @@ def plot_metric_vs_scale(rows: Sequence[Mapping[str, Any]], columns: Sequence[Me
 
 def plot_study(cells: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[str, Any]], path: str, metric: str,
                title: str = '', chance: Optional[float] = None, reference_factor: float = 1.0,
-               xlabel: str = 'test scale (factor of the training size)') -> Path:
+               xlabel: str = 'test scale (factor of the training size)',
+               change_diffs: Optional[Sequence[Mapping[str, Any]]] = None) -> Path:
     """The study's figure: left, each arm's mean over the seeds vs test scale with its interval as error bars;
-    right (with `diffs`), the paired difference from the baseline arm with its interval: a filled marker when the
-    interval excludes 0 (resolved), a hollow one when it contains 0. Arms are dodged sideways a little so that
+    next (with `diffs`), the paired difference from the baseline arm with its interval: a filled marker when the
+    interval excludes 0 (resolved), a hollow one when it contains 0; last (with `change_diffs`), the same for the
+    change from the training scale minus the baseline's change (`change_from_reference`). Arms are dodged sideways a little so that
     bars do not hide each other. `chance` draws a dashed line (e.g. the probe's position-blind bound).
 
     Args:
         cells: `vitpe_mm.analysis.stats.cell_intervals` output.
         diffs: `paired_differences` output (may be empty).
+        change_diffs: `paired_differences` of `change_from_reference` rows (may be empty or None).
     """
     plt = _pyplot()
-    panels = 2 if diffs else 1
+    panels = 1 + bool(diffs) + bool(change_diffs)
     fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.4), squeeze=False)
     markers = 'osD^vP*Xh<>'
     arms = list(dict.fromkeys(c['arm'] for c in cells))
@@ -129,6 +132,14 @@ def plot_study(cells: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[str, 
         axes[0][1].set_ylabel(f'{metric} - {diffs[0]["baseline"]}')
         axes[0][1].set_title(f'paired difference from {diffs[0]["baseline"]} (hollow: interval contains 0)',
                              fontsize=9)
+    if change_diffs:
+        ax = axes[0][panels - 1]
+        draw(ax, change_diffs, True)
+        ax.axhline(0.0, color='0.3', linewidth=0.8)
+        base = change_diffs[0]['baseline']
+        ax.set_ylabel(f'change from {reference_factor:g}x minus {base}\'s')
+        ax.set_title(f'change from {reference_factor:g}x, minus {base}\'s change (paired; hollow: contains 0)',
+                     fontsize=9)
     for ax in axes[0]:
         if factors and min(factors) <= reference_factor <= max(factors):
             ax.axvline(reference_factor, color='0.6', linestyle=':', linewidth=1)

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ['Interval', 't_quantile', 'mean_interval', 'cell_intervals', 'paired_differences', 'blind_pair_miou_bound']
+__all__ = ['Interval', 't_quantile', 'mean_interval', 'cell_intervals', 'paired_differences', 'change_from_reference',
+           'blind_pair_miou_bound']
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,46 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], metric: str, baseline:
         out.append(dict(arm=arm, scale=scale, factor=factors[(arm, scale)], baseline=baseline, differences=diffs,
                         dropped_seeds=dropped, interval=interval,
                         resolved=bool(interval is not None and interval.excludes_zero)))
+    return out
+
+
+def change_from_reference(rows: Sequence[Mapping[str, Any]], metric: str,
+                          reference_factor: float = 1.0) -> List[Dict[str, Any]]:
+    """Rows whose `metric` is its change from the same arm and seed at the reference scale (the training size).
+
+    What a change of test resolution costs an arm, apart from how good the arm is at the training size: fed to
+    `cell_intervals` it gives each arm's change with its interval, fed to `paired_differences` an arm's change
+    minus the baseline's (a difference of differences, paired by seed). Rows at the reference scale are left out
+    (their change is 0 by definition); a row, or its reference, that was not evaluated gives a row with status
+    'n/a' (and the reason in 'note').
+
+    Raises:
+        ValueError: when an (arm, seed) has no row at `reference_factor`.
+    """
+    def at_reference(row):
+        return row.get('factor') is not None and abs(float(row['factor']) - reference_factor) < 1e-9
+
+    reference = {}
+    for row in rows:
+        if at_reference(row):
+            reference[(str(row['arm']), row['seed'])] = row
+    out = []
+    for row in rows:
+        if at_reference(row):
+            continue
+        key = (str(row['arm']), row['seed'])
+        if key not in reference:
+            raise ValueError(f'arm {key[0]!r}, seed {key[1]} has no row at the reference scale {reference_factor:g}x '
+                             '(the change from it needs one)')
+        base = reference[key]
+        changed = dict(row)
+        if row.get('status') == 'ok' and base.get('status') == 'ok' and row.get(metric) is not None \
+                and base.get(metric) is not None:
+            changed[metric] = float(row[metric]) - float(base[metric])
+        else:
+            changed.update({metric: None, 'status': 'n/a',
+                            'note': row.get('note') or base.get('note') or 'not evaluated'})
+        out.append(changed)
     return out
 
 
