@@ -88,7 +88,8 @@ def plot_study(cells: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[str, 
     next (with `diffs`), the paired difference from the baseline arm with its interval: a filled marker when the
     interval excludes 0 (resolved), a hollow one when it contains 0; last (with `change_diffs`), the same for the
     change from the training scale minus the baseline's change (`change_from_reference`). Arms are dodged
-    sideways a little so that bars do not hide each other. `chance` draws a dashed line (e.g. the probe's position-blind bound).
+    sideways a little so that bars do not hide each other. `chance` draws a dashed line (e.g. the probe's
+    position-blind bound).
 
     Args:
         cells: `vitpe_mm.analysis.stats.cell_intervals` output.
