@@ -1,6 +1,7 @@
 """Stock MMDetection / MMSegmentation configs with only `type=` changed build our backbones, and these match the
 stock backbones: the stock model's random weights are saved, loaded into ours as Pretrained (through our
-checkpoint converters), and the features compared at 512x512 and 389x517 (fp32, batch 1, 1e-5).
+checkpoint converters), and the features compared at 512x512 and 389x517 (fp32, batch 1, 1e-5 of the largest
+output value).
 
 The configs are the ones shipped inside the installed packages (`<package>/.mim/configs`); their init_cfg /
 pretrained point at the network and are dropped (the ViT test sets the segmentor's `pretrained` to the saved
@@ -96,10 +97,14 @@ def _compare(stock, ours, sizes=SIZES, what='') -> None:
             expected, out = stock(x), ours(x)
         assert len(out) == len(expected) > 0
         diffs = [(o - e).abs().max().item() for o, e in zip(out, expected)]
-        print(f'{what} {hw}: max abs diff per output {["%.2e" % d for d in diffs]}')
-        for o, e in zip(out, expected):
+        scales = [max(1.0, e.abs().max().item()) for e in expected]
+        print(f'{what} {hw}: max abs diff per output {["%.2e" % d for d in diffs]}, '
+              f'max |output| {["%.1f" % s for s in scales]}')
+        for o, e, scale in zip(out, expected, scales):
             assert o.shape == e.shape
-            torch.testing.assert_close(o, e, atol=1e-5, rtol=0)
+            # fp32 rounding grows with the output's magnitude and differs between CPUs' kernels (AVX2 / AVX-512):
+            # 1e-5 of the largest output value (at least 1e-5), far below what a wrong weight or PE gives
+            torch.testing.assert_close(o, e, atol=1e-5 * scale, rtol=0)
 
 
 def _params(names: List[str], slow_from: int = 1):
