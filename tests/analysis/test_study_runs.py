@@ -17,7 +17,7 @@ def _run(arm, seed, after=None):
 
 def fake_execute(run, train=None):  # module level: the spawned workers import it
     start = time.time()
-    time.sleep(0.3)
+    time.sleep(1.0)  # longer than a spawned worker takes to start, so both workers get a run
     if run.arm.startswith('bad'):
         return RunOutcome(run, error=f'training failed with seed {run.seed}: RuntimeError: {run.arm}')
     return RunOutcome(run, rows=[dict(arm=run.arm, seed=run.seed, pid=os.getpid(), start=start, end=time.time())])
